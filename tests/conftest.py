@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """UCI digits from the bundled data: (X float32 in [0,1] (1797, 64), y int64)."""
+    from deepcodes.data.datasets import load_digits
+
+    X, y = load_digits()
+    return X.astype(np.float32) / 16.0, y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def mnist_slice():
+    """5,000 MNIST training images in [0,1] and their labels, plus 200 test images as queries."""
+    from deepcodes.data.datasets import load_mnist
+
+    X_train, y_train, X_test, y_test = load_mnist()
+    return (X_train[:5000].astype(np.float32) / 255.0, y_train[:5000].astype(np.int64),
+            X_test[:200].astype(np.float32) / 255.0, y_test[:200].astype(np.int64))
