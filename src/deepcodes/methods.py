@@ -58,12 +58,31 @@ def register_method(method: Method) -> Method:
     return method
 
 
+def _deep(module: str, cls_name: str, **fixed):
+    """Builder for a torch coder that lives in ``deepcodes.coders.<module>`` (imported on use)."""
+    def build(bits, random_state, **options):
+        import importlib
+
+        cls = getattr(importlib.import_module(f"deepcodes.coders.{module}"), cls_name)
+        return cls(n_bits=bits, random_state=random_state, **fixed, **options)
+
+    return build
+
+
 for _m in (
     Method("lsh", "LSH: signs of random Gaussian projections", _lsh),
     Method("itq", "PCA-ITQ: PCA then an orthogonal rotation minimising quantization loss", _itq),
     Method("pq", "Product quantization, bits/8 sub-quantizers of 256 centroids", _quantizer("PQ")),
     Method("opq", "Optimized PQ (non-parametric: alternating PQ and Procrustes rotation)", _quantizer("OPQ")),
     Method("rq", "Residual quantization, bits/8 stages of 256 codewords", _quantizer("RQ")),
+    Method("uh-bdnn", "UH-BDNN: unsupervised binary deep network (Do et al., ECCV 2016)", _deep("bdnn", "UHBDNN")),
+    Method("sh-bdnn", "SH-BDNN: supervised binary deep network (Do et al., ECCV 2016)", _deep("bdnn", "SHBDNN"),
+           supervised=True),
+    Method("dh", "Deep Hashing, unsupervised (Liong et al., CVPR 2015)", _deep("deephash", "DeepHash", supervised=False)),
+    Method("sdh", "Supervised Deep Hashing (Liong et al., CVPR 2015)", _deep("deephash", "DeepHash", supervised=True),
+           supervised=True),
+    Method("gsl", "Deep representation + vector quantization through the Gradient Snapping Layer (Liu & Lu, 2016)",
+           _deep("gsl", "GSLQuantizer"), supervised=True),
 ):
     register_method(_m)
 
