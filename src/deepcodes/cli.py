@@ -19,7 +19,7 @@ from .errors import DeepcodesError, InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Learn compact codes (binary hashing, vector quantization) and search them.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 # Reproductions and dataset builders live in their own modules, each exposing
 # ``run(out_dir: Path, quick: bool, seeds: int, progress: bool) -> dict`` (reproductions) or

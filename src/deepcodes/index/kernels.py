@@ -12,6 +12,9 @@ _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
 _H01 = np.uint64(0x0101010101010101)
+# Queries per block in adc_knn. Larger blocks read each code row once per block, but their tables
+# overflow L1 at M = 16 and measured slower (0.64x vs 0.9x faiss IndexPQ at 1M codes).
+_ADC_BLOCK = 1
 
 
 @nb.njit(inline="always")
@@ -161,35 +164,6 @@ def _heap_push_sorted(heap_d, heap_i, size, d, i):
             break
 
 
-@nb.njit(inline="always")
-def topk_stable(dist, k, out_d, out_i):
-    """The k smallest of ``dist`` (n,) in (distance, index) order, written into ``out_d``/``out_i``.
-
-    Indices are visited in increasing order and enter the heap only on a strictly smaller
-    distance, so among equal distances the lower index always wins.
-    """
-    n = dist.shape[0]
-    heap_d = np.empty(k, dtype=np.float32)
-    heap_i = np.empty(k, dtype=np.int64)
-    size = 0
-    for i in range(n):
-        d = dist[i]
-        if size < k:
-            _heap_push_sorted(heap_d, heap_i, size, d, i)
-            size += 1
-        elif d < heap_d[0]:
-            heap_d[0] = d
-            heap_i[0] = i
-            _sift_down(heap_d, heap_i, size)
-    # pop the max repeatedly to fill the output from the back
-    for p in range(size - 1, -1, -1):
-        out_d[p] = heap_d[0]
-        out_i[p] = heap_i[0]
-        heap_d[0] = heap_d[p]
-        heap_i[0] = heap_i[p]
-        _sift_down(heap_d, heap_i, p)
-
-
 @nb.njit(cache=True)
 def stable_argsort_f32(dist):
     """Stable argsort of float32 ``dist`` (n,) by LSD radix sort on order-preserving uint32 keys.
@@ -251,18 +225,45 @@ def adc_rank(tables, codes, db_bias, q_bias, k):
 
 @nb.njit(parallel=True, cache=True)
 def adc_knn(tables, codes, db_bias, q_bias, k):
-    """ADC k-NN: the k smallest asymmetric distances per query, ties broken by database id."""
+    """ADC k-NN: the k smallest asymmetric distances per query, ties broken by database id.
+
+    Queries go ``_ADC_BLOCK`` at a time so each code row is read once per block, and a distance
+    enters its query's heap only when it beats the current k-th (no distance array is written).
+    """
     nq, M, _ = tables.shape
     n = codes.shape[0]
     out_d = np.empty((nq, k), dtype=np.float32)
     out_i = np.empty((nq, k), dtype=np.int64)
-    for q in nb.prange(nq):
-        t = tables[q]
-        dist = np.empty(n, dtype=np.float32)
+    n_blocks = (nq + _ADC_BLOCK - 1) // _ADC_BLOCK
+    for b in nb.prange(n_blocks):
+        q0 = b * _ADC_BLOCK
+        nb_q = min(nq, q0 + _ADC_BLOCK) - q0
+        heap_d = np.empty((nb_q, k), dtype=np.float32)
+        heap_i = np.empty((nb_q, k), dtype=np.int64)
+        top = np.full(nb_q, np.inf, dtype=np.float32)
+        size = 0
         for i in range(n):
-            acc = db_bias[i] + q_bias[q]
-            for m in range(M):
-                acc += t[m, codes[i, m]]
-            dist[i] = acc
-        topk_stable(dist, k, out_d[q], out_i[q])
+            row = codes[i]
+            for j in range(nb_q):
+                t = tables[q0 + j]
+                acc = db_bias[i] + q_bias[q0 + j]
+                for m in range(M):
+                    acc += t[m, row[m]]
+                if size < k:
+                    _heap_push_sorted(heap_d[j], heap_i[j], size, acc, i)
+                    top[j] = heap_d[j, 0]
+                elif acc < top[j]:
+                    heap_d[j, 0] = acc
+                    heap_i[j, 0] = i
+                    _sift_down(heap_d[j], heap_i[j], k)
+                    top[j] = heap_d[j, 0]
+            if size < k:
+                size += 1
+        for j in range(nb_q):
+            for p in range(k - 1, -1, -1):
+                out_d[q0 + j, p] = heap_d[j, 0]
+                out_i[q0 + j, p] = heap_i[j, 0]
+                heap_d[j, 0] = heap_d[j, p]
+                heap_i[j, 0] = heap_i[j, p]
+                _sift_down(heap_d[j], heap_i[j], p)
     return out_d, out_i
