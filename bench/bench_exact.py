@@ -22,13 +22,16 @@ from deepcodes.data import load_sift10k
 from deepcodes.index import ADCIndex, HammingIndex
 
 
-def best_time(fn, repeats):
-    times = []
+def race(ours, theirs, repeats):
+    """Best-of-``repeats`` seconds of two searches run alternately, and their last results."""
+    best = [np.inf, np.inf]
+    results = [None, None]
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
+        for slot, fn in enumerate((ours, theirs)):
+            start = time.perf_counter()
+            results[slot] = fn()
+            best[slot] = min(best[slot], time.perf_counter() - start)
+    return best, results
 
 
 def tie_rule_holds(d, i):
@@ -57,12 +60,8 @@ def bench_hamming(n, nq, k, repeats, rng):
             ours.search_codes(q[:4], k)  # compile
             ref = faiss.IndexBinaryFlat(n_bits)
             ref.add(db)
-            t_ours = t_faiss = np.inf
-            for _ in range(repeats):
-                t, (d, i) = best_time(lambda: ours.search_codes(q, k), 1)
-                t_ours = min(t_ours, t)
-                t, (fd, fi) = best_time(lambda: ref.search(q, k), 1)
-                t_faiss = min(t_faiss, t)
+            (t_ours, t_faiss), ((d, i), (fd, fi)) = race(lambda: ours.search_codes(q, k),
+                                                          lambda: ref.search(q, k), repeats)
             rows.append({
                 "bench": "hamming", "codes": kind, "bits": n_bits, "n": n, "nq": nq, "k": k,
                 "ours_qps": nq / t_ours, "faiss_qps": nq / t_faiss, "ratio": t_faiss / t_ours,
@@ -90,12 +89,7 @@ def bench_adc(n, nq, k, repeats, rng):
         ref.is_trained = True
         ref.sa_decode(codes[:1])  # the codebook is in place
         ref.add_sa_codes(codes)
-        t_ours = t_faiss = np.inf
-        for _ in range(repeats):
-            t, (d, i) = best_time(lambda: ours.search(Q, k), 1)
-            t_ours = min(t_ours, t)
-            t, (fd, fi) = best_time(lambda: ref.search(Q, k), 1)
-            t_faiss = min(t_faiss, t)
+        (t_ours, t_faiss), ((d, i), (fd, fi)) = race(lambda: ours.search(Q, k), lambda: ref.search(Q, k), repeats)
         rows.append({
             "bench": "adc", "M": M, "n": n, "nq": nq, "k": k,
             "ours_qps": nq / t_ours, "faiss_qps": nq / t_faiss, "ratio": t_faiss / t_ours,
