@@ -1,5 +1,13 @@
+import faiss
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
+
+# pytest -n 2 already runs one worker per core: more OpenMP/BLAS threads per worker only spin and
+# contend (faiss k-means slowed 5x in the suite). Numba kernels keep their threads, so the parallel
+# code paths are still exercised.
+faiss.omp_set_num_threads(1)
+threadpool_limits(1)
 
 
 @pytest.fixture(scope="session")
