@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 
 $(BIN)/deepcodes: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
