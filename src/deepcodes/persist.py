@@ -54,6 +54,10 @@ def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the usual 0644 (less the umask) like open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o644 & ~umask)
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)

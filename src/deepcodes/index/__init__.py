@@ -1,5 +1,9 @@
-"""Indexes: exact search over learned codes (Hamming for binary codes, ADC for quantizer codes)."""
+"""Indexes over learned codes: exact Hamming (linear scan and multi-index hashing), exact ADC, and the
+inverted-file indexes IVF-ADC and VLQ-ADC for large collections."""
 from .adc import ADCIndex
 from .hamming import HammingIndex
+from .ivfadc import IVFADCIndex
+from .mih import MultiIndexHashing
+from .vlq import VLQIndex
 
-__all__ = ["HammingIndex", "ADCIndex"]
+__all__ = ["HammingIndex", "ADCIndex", "MultiIndexHashing", "IVFADCIndex", "VLQIndex"]

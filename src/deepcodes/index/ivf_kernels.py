@@ -1,0 +1,306 @@
+"""Numba kernels shared by the inverted-file indexes (IVFADCIndex, VLQIndex).
+
+Search kernels run in parallel over queries. Candidates pass through a bounded max-heap keyed on
+(distance, id) pairs, so the results equal a stable sort by (distance, id) of every candidate
+scanned, whatever order the lists are visited in.
+
+Table conventions (``P`` precomputed at train time, ``qr`` per query):
+
+* ``P[c, m, j] = ||r_mj||² + 2<c_m, r_mj>`` for first-level centroid ``c``, sub-quantizer ``m``
+  and sub-centroid ``r_mj`` (``c_m`` is the m-th sub-vector of the centroid);
+* ``qr[q, m, j] = <q_m, r_mj>``.
+
+The per-centroid ADC table of ALGORITHMS.md is then ``T_c = P[c] - 2 qr[q]``.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .kernels import _heap_push_sorted, _sift_down
+
+
+@nb.njit(inline="always")
+def heap_offer(heap_d, heap_i, size, cap, d, i):
+    """Offer (d, i) to a max-heap of at most ``cap`` pairs; return its new size.
+
+    A full heap takes the pair only when it is lexicographically smaller than the worst kept pair,
+    which makes the kept set independent of the order in which candidates arrive. The heap holds
+    float32 distances; ``d`` is rounded to float32 first, so a pair is compared by the key it is
+    stored under.
+    """
+    d = np.float32(d)
+    if size < cap:
+        _heap_push_sorted(heap_d, heap_i, size, d, i)
+        return size + 1
+    if d < heap_d[0] or (d == heap_d[0] and i < heap_i[0]):
+        heap_d[0] = d
+        heap_i[0] = i
+        _sift_down(heap_d, heap_i, size)
+    return size
+
+
+@nb.njit(inline="always")
+def heap_drain(heap_d, heap_i, size, out_d, out_i):
+    """Write the ``size`` heap pairs to ``out_d``/``out_i`` in ascending (distance, id) order."""
+    for p in range(size - 1, -1, -1):
+        out_d[p] = heap_d[0]
+        out_i[p] = heap_i[0]
+        heap_d[0] = heap_d[p]
+        heap_i[0] = heap_i[p]
+        _sift_down(heap_d, heap_i, p)
+
+
+@nb.njit(inline="always")
+def _nearest_centroids(dq, nprobe, out_d, out_i):
+    """The ``nprobe`` nearest centroids of one query (squared distances ``dq``), ascending."""
+    heap_d = np.empty(nprobe, dtype=np.float32)
+    heap_i = np.empty(nprobe, dtype=np.int64)
+    size = 0
+    for c in range(dq.shape[0]):
+        size = heap_offer(heap_d, heap_i, size, nprobe, dq[c], c)
+    heap_drain(heap_d, heap_i, size, out_d, out_i)
+
+
+@nb.njit(inline="always")
+def _query_codebook_dots(q, codebooks_t, out):
+    """out[m, j] = <q_m, r_mj> for one padded query ``q`` (d_pad,) and the transposed codebooks
+    ``codebooks_t`` (M, ds, K).
+
+    Done per query inside the search kernels: M*K*ds multiply-adds, where a GEMM against the
+    block-diagonal codebook matrix would spend M times that on zeros. The transposed layout makes
+    the inner loop run over contiguous j, which vectorizes."""
+    M, ds, K = codebooks_t.shape
+    for m in range(M):
+        row = out[m]
+        row[:] = 0
+        for t in range(ds):
+            qv = q[m * ds + t]
+            col = codebooks_t[m, t]
+            for j in range(K):
+                row[j] += qv * col[j]
+
+
+@nb.njit(parallel=True, cache=True)
+def vlq_assign(G, x_norms, c_norms, neighbors, edge_sq):
+    """Nearest centroid and line of VLQ-ADC (ALGORITHMS.md section 6, build steps 1 and 3).
+
+    Squared distances come from the Gram matrix ``G`` (n, k) = X Cᵀ as ||x||² - 2<x, c> + ||c||²
+    (``x_norms`` (n,), ``c_norms`` (k,)), as faiss computes them. A is the nearest centroid (lowest
+    id on ties). For every edge (A, B) with ``neighbors`` (k, n_nb) and ``edge_sq`` (k, n_nb) =
+    ||c_A - c_B||²: a = ||x - c_B||², b = ||x - c_A||², lambda = -(a - b - c) / (2c), squared line
+    distance b + lambda²c + lambda(a - b - c). The nearest line with lambda in [0, 1] wins, else the
+    nearest line; ties go to the lower edge. A zero-length edge (duplicate centroids) is the point
+    c_A: lambda = 0, distance b.
+
+    Returns ``(nearest (n,) int64, edge (n,) int64, lam (n,) float32, line_sqdist (n,) float32)``.
+    """
+    n, k = G.shape
+    n_nb = neighbors.shape[1]
+    nearest = np.empty(n, dtype=np.int64)
+    edge = np.empty(n, dtype=np.int64)
+    lam = np.empty(n, dtype=np.float32)
+    dist = np.empty(n, dtype=np.float32)
+    for i in nb.prange(n):
+        g = G[i]
+        xn = x_norms[i]
+        A = 0
+        b = np.inf
+        for c in range(k):
+            d = xn - 2 * g[c] + c_norms[c]
+            if d < b:
+                b = d
+                A = c
+        b = max(b, 0.0)
+        nearest[i] = A
+        best_in, best_any = -1, -1
+        d_in, d_any = np.inf, np.inf
+        l_in, l_any = 0.0, 0.0
+        for e in range(n_nb):
+            c = edge_sq[A, e]
+            if c > 0:
+                B = neighbors[A, e]
+                a = max(xn - 2 * g[B] + c_norms[B], 0.0)
+                v = a - b - c
+                lm = -v / (2 * c)
+                d = b + lm * lm * c + lm * v
+            else:
+                lm = 0.0
+                d = b
+            if d < d_any:
+                d_any, best_any, l_any = d, e, lm
+            if lm >= 0 and lm <= 1 and d < d_in:
+                d_in, best_in, l_in = d, e, lm
+        if best_in >= 0:
+            edge[i], lam[i], dist[i] = best_in, l_in, d_in
+        else:
+            edge[i], lam[i], dist[i] = best_any, l_any, d_any
+    return nearest, edge, lam, dist
+
+
+@nb.njit(parallel=True, cache=True)
+def segment_residuals(X, centroids, A, B, lam):
+    """Residuals (n, d) float32: x - ((1 - lam) c_A + lam c_B) = x - c_A - lam (c_B - c_A)."""
+    n, d = X.shape
+    out = np.empty((n, d), dtype=np.float32)
+    for i in nb.prange(n):
+        cA = centroids[A[i]]
+        cB = centroids[B[i]]
+        li = lam[i]
+        for t in range(d):
+            out[i, t] = X[i, t] - cA[t] - li * (cB[t] - cA[t])
+    return out
+
+
+@nb.njit(inline="always")
+def _nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
+    """Search steps 1-2 for one query: the ``w`` nearest segments (ascending (distance, list id))
+    of the ``nprobe`` nearest centroids, into ``seg_d``/``seg_i``; returns how many were found."""
+    n_nb = neighbors.shape[1]
+    probe_d = np.empty(nprobe, dtype=np.float32)
+    probe_i = np.empty(nprobe, dtype=np.int64)
+    _nearest_centroids(dq, nprobe, probe_d, probe_i)
+    heap_d = np.empty(w, dtype=np.float32)
+    heap_i = np.empty(w, dtype=np.int64)
+    size = 0
+    for j in range(nprobe):
+        A = probe_i[j]
+        b = dq[A]
+        for e in range(n_nb):
+            c = edge_sq[A, e]
+            # closed form: v = a - b - c; b when v > 0 (the foot of q lies before c_A), else the
+            # distance to the line b - v²/(4c)
+            v = dq[neighbors[A, e]] - b - c
+            if v > 0 or c <= 0:
+                d = b
+            else:
+                d = b - v * v / (4 * c)
+            size = heap_offer(heap_d, heap_i, size, w, d, A * n_nb + e)
+    heap_drain(heap_d, heap_i, size, seg_d, seg_i)
+    return size
+
+
+@nb.njit(parallel=True, cache=True)
+def vlq_segments(dqc, nprobe, w, neighbors, edge_sq):
+    """Search steps 1-2 for a batch: ``(segment sqdist (nq, w) float32, list ids (nq, w) int64)``."""
+    nq = dqc.shape[0]
+    out_d = np.empty((nq, w), dtype=np.float32)
+    out_i = np.empty((nq, w), dtype=np.int64)
+    for q in nb.prange(nq):
+        _nearest_segments(dqc[q], nprobe, w, neighbors, edge_sq, out_d[q], out_i[q])
+    return out_d, out_i
+
+
+@nb.njit(parallel=True, cache=True)
+def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_codebook, offsets, codes, ids):
+    """VLQ-ADC search (ALGORITHMS.md section 6, search steps 1-3) for a batch of queries.
+
+    ``dqc`` (nq, k_c) squared query-centroid distances; ``Qp`` (nq, d_pad) the zero-padded queries;
+    ``codebooks_t`` (M, d_pad / M, K) the residual PQ codebooks transposed; ``P`` (k_c, M, K);
+    ``codes`` (n, M + 1): M PQ sub-codes, then the lambda byte; list ``A * n_nb + e`` holds the
+    vectors on segment (c_A, c_neighbors[A, e]) and spans ``offsets[l]:offsets[l + 1]``.
+
+    Returns ``(dist (nq, k) float32, ids (nq, k) int64, scanned (nq,) int64)``; slots beyond the
+    candidates found hold (inf, -1).
+    """
+    nq = dqc.shape[0]
+    M = P.shape[1]
+    n_nb = neighbors.shape[1]
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    scanned = np.zeros(nq, dtype=np.int64)
+    for q in nb.prange(nq):
+        dq = dqc[q]
+        t = np.empty((M, P.shape[2]), dtype=np.float32)
+        _query_codebook_dots(Qp[q], codebooks_t, t)
+        seg_d = np.empty(w, dtype=np.float32)
+        seg_i = np.empty(w, dtype=np.int64)
+        n_seg = _nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i)
+        # Scan in list-id order: the segments of one centroid A come together, so its table P[A]
+        # stays in cache. The result heap makes the order irrelevant to the results.
+        seg_i = np.sort(seg_i[:n_seg])
+        heap_d = np.empty(k, dtype=np.float32)
+        heap_i = np.empty(k, dtype=np.int64)
+        size = 0
+        count = 0
+        for s in range(n_seg):
+            lst = seg_i[s]
+            start, stop = offsets[lst], offsets[lst + 1]
+            if start == stop:
+                continue
+            A = lst // n_nb
+            B = neighbors[A, lst - A * n_nb]
+            b = dq[A]
+            ab = dq[B] - b
+            c = edge_sq[A, lst - A * n_nb]
+            PA = P[A]
+            PB = P[B]
+            for p in range(start, stop):
+                lm = lam_codebook[codes[p, M]]
+                sa = np.float32(0.0)
+                sb = np.float32(0.0)
+                sq = np.float32(0.0)
+                for m in range(M):
+                    j = codes[p, m]
+                    sa += PA[m, j]
+                    sb += PB[m, j]
+                    sq += t[m, j]
+                # ||q - c_A||² + lam(||q - c_B||² - ||q - c_A||²) + (lam² - lam)||c_A - c_B||²
+                #   + sum T_A + lam * sum (T_B - T_A), with T = P - 2 qr (the qr terms cancel in T_B - T_A)
+                d = b + lm * ab + (lm * lm - lm) * c + (sa - np.float32(2.0) * sq) + lm * (sb - sa)
+                size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
+            count += stop - start
+        scanned[q] = count
+        heap_drain(heap_d, heap_i, size, out_d[q], out_i[q])
+    return out_d, out_i, scanned
+
+
+@nb.njit(parallel=True, cache=True)
+def ivfadc_search(dqc, Qp, codebooks_t, nprobe, k, P, offsets, codes, ids):
+    """IVFADC search with residual PQ: probe the ``nprobe`` nearest lists and scan them by ADC.
+
+    Per probed list c the table ``P[c] - 2 qr[q]`` is built once (faiss's precomputed-table
+    form), after which each code costs one look-up per sub-quantizer:
+    ||q - c - r||² = ||q - c||² + sum_m (P[c, m, j_m] - 2 qr[q, m, j_m]). Arguments as
+    :func:`vlq_search`'s.
+
+    Returns ``(dist (nq, k) float32, ids (nq, k) int64, scanned (nq,) int64)``, padded with (inf, -1).
+    """
+    nq = dqc.shape[0]
+    M = P.shape[1]
+    K = P.shape[2]
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    scanned = np.zeros(nq, dtype=np.int64)
+    for q in nb.prange(nq):
+        dq = dqc[q]
+        t = np.empty((M, P.shape[2]), dtype=np.float32)
+        _query_codebook_dots(Qp[q], codebooks_t, t)
+        probe_d = np.empty(nprobe, dtype=np.float32)
+        probe_i = np.empty(nprobe, dtype=np.int64)
+        _nearest_centroids(dq, nprobe, probe_d, probe_i)
+        table = np.empty((M, K), dtype=np.float32)
+        heap_d = np.empty(k, dtype=np.float32)
+        heap_i = np.empty(k, dtype=np.int64)
+        size = 0
+        count = 0
+        for j in range(nprobe):
+            lst = probe_i[j]
+            start, stop = offsets[lst], offsets[lst + 1]
+            if start == stop:
+                continue
+            Pc = P[lst]
+            for m in range(M):
+                for jj in range(K):
+                    table[m, jj] = Pc[m, jj] - 2 * t[m, jj]
+            base = probe_d[j]
+            for p in range(start, stop):
+                code = codes[p]
+                d = base
+                for m in range(M):
+                    d += table[m, code[m]]
+                size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
+            count += stop - start
+        scanned[q] = count
+        heap_drain(heap_d, heap_i, size, out_d[q], out_i[q])
+    return out_d, out_i, scanned

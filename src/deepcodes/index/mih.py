@@ -1,0 +1,166 @@
+"""Multi-index hashing: exact Hamming k-NN without scanning the whole database.
+
+Norouzi, Punjani & Fleet, "Fast Exact Search in Hamming Space with Multi-Index Hashing" (CVPR 2012,
+TPAMI 2014). Each code is cut into ``m`` disjoint substrings and every substring gets a hash table.
+If a code is within Hamming distance ``r`` of the query, then by the pigeonhole principle one of
+its substrings is within ``floor(r / m)`` of the query's, so growing the substring radius and
+verifying what the tables return finds every code within a growing certified radius; the search
+stops as soon as the k-th best distance lies inside it. The tables are dense: for ``s``-bit
+substrings, ``2^s + 1`` bucket offsets and the codes sorted by substring value, each followed by its
+id (a copy per table, so that verifying a bucket reads one contiguous run of memory).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numba as nb
+import numpy as np
+
+from .. import persist
+from ..errors import InputError
+from ..validation import check_codes, check_int
+from .hamming import HammingIndex, to_words
+from .mih_kernels import mih_knn, substring_values
+
+__all__ = ["MultiIndexHashing", "default_n_substrings"]
+
+log = logging.getLogger(__name__)
+
+# Dense tables hold 2^s + 1 offsets each: 24 bits is 64 MiB of int32 per table, the most allowed.
+MAX_SUBSTRING_BITS = 24
+# Longest substring the default picks: enumerating the buckets around a query costs C(s, r) per
+# radius, which overtakes the time saved by emptier buckets beyond 16 bits (ALGORITHMS.md, 9).
+_DEFAULT_MAX_BITS = 16
+# A query whose probed buckets plus verified codes pass this fraction of the database size goes
+# to the linear scan instead: its k-th neighbour is so far that the buckets to probe keep
+# multiplying. A verified code costs 6-15 times a scanned one (random bucket accesses against a
+# stream), so past this point the scan is about as fast.
+SCAN_BUDGET = 0.15
+
+
+def default_n_substrings(n_bits: int, n_codes: int) -> int:
+    """The number of substrings used when none is given: substrings of log2(n_codes) - 3 bits,
+    rounded, at most 16 and at least 4 bits long.
+
+    Norouzi et al. derive about log2(n_codes) bits; shorter substrings measured faster here because
+    verifying a code from a bucket costs far more than enumerating a bucket (bench/bench_mih.py: at
+    1M codes 16-bit substrings win, at 100K 13-bit ones)."""
+    n_bits = check_int(n_bits, "n_bits", low=1)
+    n_codes = check_int(n_codes, "n_codes", low=1)
+    width = min(_DEFAULT_MAX_BITS, max(4, round(math.log2(n_codes)) - 3))
+    return max(1, min(n_bits, -(-n_bits // width)))
+
+
+def _layout(n_bits: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(word, bit offset, width) of each of the m substrings: contiguous bits, widths differing by at most 1."""
+    widths = np.full(m, n_bits // m, dtype=np.int64)
+    widths[: n_bits % m] += 1
+    starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    return starts // 64, starts % 64, widths
+
+
+@persist.register
+class MultiIndexHashing(HammingIndex):
+    """Exact Hamming k-NN by multi-index hashing, with the results of :class:`HammingIndex`.
+
+    Results are sorted by (Hamming distance, database id), ties going to the lower id, and equal
+    ``HammingIndex.search_codes`` element for element. The search is fast when the k-th neighbour
+    is close compared with the code length; for far neighbours (e.g. random codes) it probes many
+    buckets and can be slower than a linear scan.
+
+    Parameters
+    ----------
+    n_bits : code length, a multiple of 8 (taken from ``coder`` when one is given).
+    n_substrings : m, the number of substrings (tables), each at most 24 bits long. None picks
+        :func:`default_n_substrings` from the code length and the database size at the first search.
+    coder : optional fitted BinaryCoder; then ``add``/``search`` take vectors and encode them.
+
+    The tables are built at the first search after codes were added (and after loading a saved
+    index: the file holds the codes only). A query whose search would touch more than
+    ``SCAN_BUDGET`` (15%) of the database in buckets and codes is answered by HammingIndex's linear
+    scan instead, which bounds the cost of far neighbours.
+
+    Attributes
+    ----------
+    last_work_ : (nq,) int64, per query of the last search: buckets probed plus codes verified,
+        or -1 where the linear scan answered.
+    """
+
+    def __init__(self, n_bits: int | None = None, n_substrings: int | None = None, coder=None):
+        super().__init__(n_bits=n_bits, coder=coder)
+        if n_substrings is not None:
+            n_substrings = check_int(n_substrings, "n_substrings", low=1, high=self.n_bits)
+            if -(-self.n_bits // n_substrings) > MAX_SUBSTRING_BITS:
+                raise InputError(f"n_substrings={n_substrings} makes substrings of {-(-self.n_bits // n_substrings)} "
+                                 f"bits; at most {MAX_SUBSTRING_BITS} are allowed, so use at least "
+                                 f"{-(-self.n_bits // MAX_SUBSTRING_BITS)} substrings")
+        self.n_substrings = n_substrings
+        self._tables = None
+
+    @property
+    def m_(self) -> int:
+        """The number of substrings in use (the default depends on the database size)."""
+        if self.n_substrings is not None:
+            return self.n_substrings
+        return max(default_n_substrings(self.n_bits, max(1, self.ntotal)), -(-self.n_bits // MAX_SUBSTRING_BITS))
+
+    def _check_code_values(self, codes) -> None:
+        # Bucket offsets are int32.
+        if self.ntotal + codes.shape[0] >= 2**31:
+            raise InputError(f"MultiIndexHashing holds fewer than 2^31 codes; adding {codes.shape[0]} to "
+                             f"{self.ntotal} would exceed that")
+
+    def _on_add(self, codes) -> None:
+        super()._on_add(codes)
+        self._tables = None
+
+    def _build_tables(self):
+        words = to_words(self.codes)
+        n = words.shape[0]
+        m = self.m_
+        sub_word, sub_off, sub_width = _layout(self.n_bits, m)
+        values = substring_values(words, sub_word, sub_off, sub_width)
+        n_buckets = 1 << int(sub_width.max())
+        offsets = np.empty((m, n_buckets + 1), dtype=np.int32)
+        W = words.shape[1]
+        tables = np.empty((m, n, W + 1), dtype=np.uint64)
+        for j in range(m):
+            order = np.argsort(values[j], kind="stable")
+            tables[j, :, :W] = words[order]
+            tables[j, :, W] = order
+            offsets[j, 0] = 0
+            np.cumsum(np.bincount(values[j], minlength=n_buckets), out=offsets[j, 1:])
+        log.debug("MultiIndexHashing: %d tables of %s-bit substrings over %d codes", m, sub_width.tolist(), n)
+        self._tables = (tables, offsets, sub_word, sub_off, sub_width)
+        return self._tables
+
+    def search_codes(self, query_codes, k: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest codes of packed query codes (nq, n_bits/8) uint8:
+        ``(distances (nq, k) int32, ids (nq, k) int64)``."""
+        k = self._check_search(k, batch_size)
+        query_codes = check_codes(query_codes, "query codes", code_size=self.code_size)
+        tables = self._tables if self._tables is not None else self._build_tables()
+        out_d = np.empty((query_codes.shape[0], k), dtype=np.int32)
+        out_i = np.empty((query_codes.shape[0], k), dtype=np.int64)
+        budget = int(SCAN_BUDGET * self.ntotal)
+        work = np.empty(query_codes.shape[0], dtype=np.int64)
+        # A query's work grows steeply with its k-th distance, so threads take queries a few at a
+        # time rather than in equal static shares.
+        with nb.parallel_chunksize(8):
+            for s in range(0, query_codes.shape[0], batch_size):
+                qw = to_words(query_codes[s:s + batch_size])
+                out_d[s:s + batch_size], out_i[s:s + batch_size], work[s:s + batch_size] = mih_knn(qw, *tables, k, budget)
+        far = np.flatnonzero(work < 0)
+        if far.size:
+            out_d[far], out_i[far] = super().search_codes(query_codes[far], k, batch_size)
+            log.debug("MultiIndexHashing: %d of %d queries went to the linear scan", far.size, work.size)
+        self.last_work_ = work
+        return out_d, out_i
+
+    def _params(self) -> dict:
+        return {"n_bits": self.n_bits, "n_substrings": self.n_substrings}
+
+    @classmethod
+    def _build(cls, params, coder):
+        return cls(n_bits=params["n_bits"], n_substrings=params.get("n_substrings"), coder=coder)
