@@ -199,7 +199,8 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
               out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default reproduce-NAME)."),
               quick: bool = typer.Option(False, "--quick", help="One seed, one code length: minutes."),
               seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration."),
-              progress: bool = typer.Option(True, help="Show progress.")):
+              progress: bool = typer.Option(True, help="Show progress."),
+              device: Optional[str] = typer.Option(None, "--device", help="torch device for the deep coders (bdnn).")):
     """Run a paper's comparison and write a markdown table, JSON and plots."""
     if name not in REPRODUCTIONS:
         _fail(InputError(f"unknown reproduction {name!r}; choose one of: {', '.join(REPRODUCTIONS)}"))
@@ -208,8 +209,9 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
     except ModuleNotFoundError:
         _fail(InputError(f"reproduction {name!r} is not available in this version"))
     try:
+        extra = {"device": device} if device else {}
         summary = module.run(out or Path(f"reproduce-{name}"), quick=quick, seeds=1 if quick else seeds,
-                             progress=progress)
+                             progress=progress, **extra)
     except DeepcodesError as exc:
         _fail(exc)
     if summary.get("table"):

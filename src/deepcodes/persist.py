@@ -211,3 +211,5 @@ def load(path: str | os.PathLike, *, mmap: bool = False):
 def _import_all() -> None:
     # Registration happens at import; make sure every class a file may name has been imported.
     from . import coders, index  # noqa: F401
+    # torch coders register on import; kept off `import deepcodes.coders` so shallow use needs no torch
+    from .coders import bdnn, deephash, gsl  # noqa: F401

@@ -24,6 +24,10 @@ PROTOCOLS: dict[str, str] = {
     "mnist-unsup": "MNIST 60,000 train = database, 1,000 test queries; relevant = 1,000 exact Euclidean NN",
     "mnist-sup": "MNIST 60,000 train = database, 1,000 test queries; relevant = same class",
     "cifar10-sup": "CIFAR-10 test split raw pixels: 5,000 train, 9,000 database, 1,000 queries; relevant = same class",
+    "cifar10-unsup": "CIFAR-10 test split, 512-d GIST: 9,000 train = database, 1,000 queries (cifar10-sup's); "
+                     "relevant = 100 exact Euclidean NN in GIST space",
+    "cifar10-gist-sup": "CIFAR-10 test split, 512-d GIST, cifar10-sup's split: 5,000 train, 9,000 database, "
+                        "1,000 queries; relevant = same class",
     "sift10k": "ANN_SIFT10K: 10,000 base = train = database, 100 queries; relevant = 100 exact Euclidean NN",
     "digits-sup": "UCI digits: 1,597 train = database, 200 queries; relevant = same class",
 }
@@ -116,8 +120,10 @@ def _mnist_sup() -> Protocol:
     return Protocol("mnist-sup", text, X, X, Q, "class", None, y, y, yq)
 
 
-def _cifar10_sup() -> Protocol:
-    X, y = datasets.load_cifar10()
+@functools.lru_cache(maxsize=1)
+def _cifar10_split() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, database, train) row indices of the CIFAR-10 protocols, each ascending."""
+    _, y = datasets.load_cifar10()
     rng = np.random.default_rng(0)
     q_idx, db_idx, tr_idx = [], [], []
     for c in range(10):
@@ -125,17 +131,64 @@ def _cifar10_sup() -> Protocol:
         q_idx.append(perm[:100])
         db_idx.append(perm[100:])
         tr_idx.append(perm[100:600])
-    q_idx, db_idx, tr_idx = (np.sort(np.concatenate(p)) for p in (q_idx, db_idx, tr_idx))
-    text = ("CIFAR-10 test split (10,000 images, 1,000 per class; rows in the bundled order: by class, then "
-            "file name), raw RGB pixels in HWC order flattened to 3,072-d float32 and scaled to [0, 1]. "
-            "One generator numpy.random.default_rng(0) permutes each class's row indices in turn, classes "
-            "0 to 9: the first 100 of each permutation are queries (1,000), the other 900 the database "
-            "(9,000), and the first 500 of those 900 the training set (5,000, a subset of the database); "
-            "each part is in ascending index order. Relevant items for a query are the database items of "
-            "its class.")
+    return tuple(np.sort(np.concatenate(p)) for p in (q_idx, db_idx, tr_idx))
+
+
+_CIFAR_SPLIT_TEXT = (
+    "One generator numpy.random.default_rng(0) permutes each class's row indices in turn, classes 0 to 9: "
+    "the first 100 of each permutation are queries (1,000), the other 900 the database (9,000), and the "
+    "first 500 of those 900 {train}; each part is in ascending index order. ")
+_CIFAR_TEXT = "CIFAR-10 test split (10,000 images, 1,000 per class; rows in the bundled order: by class, then file name), "
+_GIST_TEXT = ("512-d GIST descriptors (deepcodes.data.gist: grey levels, whitening and local contrast "
+              "normalisation, 4 scales x 8 orientations of Gabor filters on the image padded to 64x64, "
+              "magnitudes averaged on a 4x4 grid) as float32. ")
+
+
+def _cifar10_sup() -> Protocol:
+    X, y = datasets.load_cifar10()
+    q_idx, db_idx, tr_idx = _cifar10_split()
+    text = (_CIFAR_TEXT + "raw RGB pixels in HWC order flattened to 3,072-d float32 and scaled to [0, 1]. "
+            + _CIFAR_SPLIT_TEXT.format(train="the training set (5,000, a subset of the database)")
+            + "Relevant items for a query are the database items of its class.")
     return Protocol("cifar10-sup", text, _floats(X[tr_idx], 255), _floats(X[db_idx], 255),
                     _floats(X[q_idx], 255), "class", None,
                     _labels(y[tr_idx]), _labels(y[db_idx]), _labels(y[q_idx]))
+
+
+@functools.lru_cache(maxsize=1)
+def _cifar10_gist() -> np.ndarray:
+    from .gist import cifar10_gist
+
+    X, _ = datasets.load_cifar10()
+    return _floats(cifar10_gist(X), 1)
+
+
+def _cifar10_gist_sup() -> Protocol:
+    _, y = datasets.load_cifar10()
+    G = _cifar10_gist()
+    q_idx, db_idx, tr_idx = _cifar10_split()
+    text = (_CIFAR_TEXT + _GIST_TEXT
+            + _CIFAR_SPLIT_TEXT.format(train="the training set (5,000, a subset of the database)")
+            + "The same split as cifar10-sup. Relevant items for a query are the database items of its class.")
+    return Protocol("cifar10-gist-sup", text, _floats(G[tr_idx], 1), _floats(G[db_idx], 1), _floats(G[q_idx], 1),
+                    "class", None, _labels(y[tr_idx]), _labels(y[db_idx]), _labels(y[q_idx]))
+
+
+def _cifar10_unsup() -> Protocol:
+    _, y = datasets.load_cifar10()
+    G = _cifar10_gist()
+    q_idx, db_idx, _ = _cifar10_split()
+    Xd = _floats(G[db_idx], 1)
+    text = (_CIFAR_TEXT + _GIST_TEXT
+            + _CIFAR_SPLIT_TEXT.format(train="(unused here)")
+            + "The 9,000 database images are also the training set; the queries are cifar10-sup's 1,000. "
+            "Relevant items for a query are its 100 exact Euclidean nearest neighbours in GIST space among the "
+            "database (ties to the lower index): about 1.1% of the database, the proportion of sift10k "
+            "(100 of 10,000) and near mnist-unsup's (1,000 of 60,000), and well inside one class (900 "
+            "images), so relevance stays local; k = 1,000 would take in more than a class's worth of "
+            "images. The labels are kept for information only.")
+    yd = _labels(y[db_idx])
+    return Protocol("cifar10-unsup", text, Xd, Xd, _floats(G[q_idx], 1), "knn", 100, yd, yd, _labels(y[q_idx]))
 
 
 def _sift10k() -> Protocol:
@@ -162,6 +215,7 @@ def _digits_sup() -> Protocol:
 
 _BUILDERS = {
     "mnist-unsup": _mnist_unsup, "mnist-sup": _mnist_sup, "cifar10-sup": _cifar10_sup,
+    "cifar10-unsup": _cifar10_unsup, "cifar10-gist-sup": _cifar10_gist_sup,
     "sift10k": _sift10k, "digits-sup": _digits_sup,
 }
 
