@@ -11,7 +11,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 from .errors import DeepcodesError, InputError
@@ -189,7 +188,7 @@ def demo(out: Path = typer.Option(Path("demo-results"), "--out", help="Folder fo
         summary = run_demo(out, method_list, bit_list, seed=seed, console=console)
     except (DeepcodesError, ValueError) as exc:
         _fail(exc)
-    console.print(Markdown(summary["table"]))
+    typer.echo(summary["table"])
     console.print(f"wrote {out}/results.json, {out}/results.md and {out}/map_vs_bits.png "
                   f"in {time.perf_counter() - started:.0f}s")
 
@@ -215,7 +214,7 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
     except DeepcodesError as exc:
         _fail(exc)
     if summary.get("table"):
-        console.print(Markdown(summary["table"]))
+        typer.echo(summary["table"])
 
 
 @app.command()
