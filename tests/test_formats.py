@@ -259,7 +259,7 @@ def test_ann_hdf5_failed_write_leaves_no_temp(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(formats.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         write_ann_hdf5(tmp_path / "a.hdf5", train * 2, test, nn, dist)
     _only_file(tmp_path, "a.hdf5")

@@ -13,6 +13,7 @@ instead of reading them, which keeps large code arrays on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -48,20 +49,24 @@ def register(cls):
     return cls
 
 
-def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
-    """Write ``chunks`` (an iterable of bytes-like objects) to ``path`` atomically (temp, fsync, rename)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
+
+    On any error the temporary file is removed and ``path`` keeps its previous content. Use it for
+    writers that want a file name (h5py); :func:`atomic_write_bytes` covers byte streams.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
         # mkstemp creates 0600; give the file the usual 0644 (less the umask) like open() would.
         umask = os.umask(0)
         os.umask(umask)
-        os.fchmod(fd, 0o644 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
+        os.chmod(tmp, 0o644 & ~umask)
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -78,6 +83,13 @@ def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
+    """Write ``chunks`` (an iterable of bytes-like objects) to ``path`` atomically (temp, fsync, rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

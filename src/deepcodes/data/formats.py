@@ -15,8 +15,6 @@ Every defect in a file (missing, truncated, foreign, inconsistent) raises
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError
-from ..persist import atomic_write_bytes
+from ..persist import atomic_path, atomic_write_bytes
 
 __all__ = [
     "read_fvecs", "read_ivecs", "read_bvecs", "write_fvecs", "write_ivecs", "write_bvecs",
@@ -315,25 +313,11 @@ def write_ann_hdf5(path, train, test, neighbors, distances, distance: str = "euc
     if neighbors.shape != distances.shape or neighbors.shape[0] != test.shape[0]:
         raise InputError(f"neighbors {neighbors.shape} and distances {distances.shape} must both be "
                          f"({test.shape[0]}, k)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["distance"] = distance
-            f.attrs["point_type"] = "float"
-            for key, arr in zip(_ANN_KEYS, (train, test, neighbors, distances)):
-                f.create_dataset(key, data=arr)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["distance"] = distance
+        f.attrs["point_type"] = "float"
+        for key, arr in zip(_ANN_KEYS, (train, test, neighbors, distances)):
+            f.create_dataset(key, data=arr)
 
 
 # ------------------------------------------------------------------------------------- dispatch
