@@ -2,18 +2,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepcodes.coders import ITQ, OPQ, PQ, RQ, unpack_bits
+from deepcodes.coders import ITQ, OPQ, PQ, RQ
 from deepcodes.errors import InputError
 from deepcodes.index import ADCIndex, HammingIndex
-
-
-def brute_hamming(db, q, n_bits, k):
-    """Reference: all Hamming distances, then a stable sort (ties by id)."""
-    a = unpack_bits(db, n_bits).astype(np.int32)
-    b = unpack_bits(q, n_bits).astype(np.int32)
-    dist = (b[:, None, :] != a[None, :, :]).sum(-1)
-    ids = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, ids, 1), ids
+from reference import brute_hamming
 
 
 @settings(max_examples=40, deadline=None)

@@ -3,11 +3,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from deepcodes import persist
-from deepcodes.coders import ITQ, unpack_bits
+from deepcodes.coders import ITQ
 from deepcodes.errors import FormatError, InputError
 from deepcodes.index.hamming import HammingIndex
 from deepcodes.index import mih
 from deepcodes.index.mih import MultiIndexHashing, default_n_substrings
+from reference import brute_hamming
 
 
 @pytest.fixture(autouse=True)
@@ -15,15 +16,6 @@ def _no_linear_scan(monkeypatch):
     # The databases here are small, so most queries would pass the work budget and be answered by
     # the linear scan; lift it so that the multi-index search itself is what gets checked.
     monkeypatch.setattr(mih, "SCAN_BUDGET", 1e9)
-
-
-def brute_hamming(db, q, n_bits, k):
-    """Reference: all Hamming distances, then a stable sort (ties by id)."""
-    a = unpack_bits(db, n_bits).astype(np.int32)
-    b = unpack_bits(q, n_bits).astype(np.int32)
-    dist = (b[:, None, :] != a[None, :, :]).sum(-1)
-    ids = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, ids, 1), ids
 
 
 def assert_same_as_linear_scan(db, q, n_bits, ks, ms):

@@ -118,6 +118,21 @@ class Quantizer(TransformerMixin, Coder):
         return float(np.mean(np.sum((X - self.decode(self.encode(X))) ** 2, axis=1)))
 
 
+class CodebookQuantizer(Quantizer):
+    """A quantizer with ``M`` codebooks of ``2**n_bits_per_code`` codewords trained by k-means
+    (PQ, OPQ, RQ): the parameters they share."""
+
+    _learned = ("codebooks_",)
+
+    def __init__(self, M: int = 8, n_bits_per_code: int = 8, n_iter: int = 25,
+                 max_train: int | None = None, random_state=None):
+        self.M = M
+        self.n_bits_per_code = n_bits_per_code
+        self.n_iter = n_iter
+        self.max_train = max_train
+        self.random_state = random_state
+
+
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """Pack a boolean (n, L) matrix into (n, L/8) uint8, most significant bit first."""
     return np.packbits(np.asarray(bits, dtype=bool), axis=1)

@@ -6,7 +6,7 @@ import numpy as np
 from .. import persist
 from ..errors import InputError
 from ..validation import check_codes, check_int, check_matrix, rng_from, seed_from
-from .base import Quantizer
+from .base import CodebookQuantizer
 from .kmeans import assign, kmeans
 
 
@@ -47,7 +47,7 @@ def _pq_train(Y: np.ndarray, M: int, K: int, n_iter: int, seed: int, init=None) 
 
 
 @persist.register
-class PQ(Quantizer):
+class PQ(CodebookQuantizer):
     """Product quantizer: split vectors into ``M`` sub-vectors, k-means each into ``2**n_bits_per_code``
     centroids, and code a vector by its ``M`` nearest sub-centroid indices.
 
@@ -66,16 +66,6 @@ class PQ(Quantizer):
     ----------
     codebooks_ : (M, K, d_pad / M) float32.
     """
-
-    _learned = ("codebooks_",)
-
-    def __init__(self, M: int = 8, n_bits_per_code: int = 8, n_iter: int = 25,
-                 max_train: int | None = None, random_state=None):
-        self.M = M
-        self.n_bits_per_code = n_bits_per_code
-        self.n_iter = n_iter
-        self.max_train = max_train
-        self.random_state = random_state
 
     def _pad(self, X: np.ndarray) -> np.ndarray:
         d_pad = -(-X.shape[1] // self.M) * self.M

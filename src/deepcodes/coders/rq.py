@@ -6,13 +6,13 @@ import numpy as np
 from .. import persist
 from ..errors import InputError
 from ..validation import check_codes, check_int, check_matrix, rng_from, seed_from
-from .base import Quantizer
+from .base import CodebookQuantizer
 from .kmeans import assign, kmeans
 from .pq import check_quantizer_shape, subsample
 
 
 @persist.register
-class RQ(Quantizer):
+class RQ(CodebookQuantizer):
     """Residual quantizer: stage m k-means-quantizes what stages 1..m-1 left over; x ≈ Σ_m C_m[code_m].
 
     Encoding is greedy, stage by stage (the nearest codeword to the current residual). The
@@ -30,16 +30,6 @@ class RQ(Quantizer):
     ----------
     codebooks_ : (M, K, d) float32.
     """
-
-    _learned = ("codebooks_",)
-
-    def __init__(self, M: int = 8, n_bits_per_code: int = 8, n_iter: int = 25,
-                 max_train: int | None = None, random_state=None):
-        self.M = M
-        self.n_bits_per_code = n_bits_per_code
-        self.n_iter = n_iter
-        self.max_train = max_train
-        self.random_state = random_state
 
     def fit(self, X, y=None) -> "RQ":
         """Learn the M stage codebooks from ``X`` (n, d). Returns self."""
