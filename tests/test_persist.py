@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import deepcodes
+from deepcodes import persist
 from deepcodes.coders import ITQ, LSH, OPQ, PQ, RQ
 from deepcodes.errors import FormatError
 from deepcodes.index import ADCIndex, HammingIndex
@@ -39,7 +40,7 @@ def test_index_roundtrip_with_coder(digits, tmp_path, mmap):
         path = tmp_path / f"{type(index).__name__}.idx"
         index.save(path)
         loaded = deepcodes.load(path, mmap=mmap)
-        assert isinstance(loaded.codes, np.memmap) == mmap
+        assert persist.is_file_mapped(loaded.codes) == mmap
         for a, b in zip(index.search(X[:20], 10), loaded.search(X[:20], 10)):
             np.testing.assert_array_equal(a, b)
 
@@ -144,3 +145,33 @@ def test_header_is_plain_json(digits, tmp_path):
     header = json.loads(raw[8:8 + n])
     doc = json.loads(header["__metadata__"]["deepcodes"])
     assert doc["class"] == "LSH" and doc["format_version"] == 1 and doc["params"]["n_bits"] == 16
+
+
+def test_bytes_round_trip_and_lazy_class_table(digits):
+    from deepcodes import persist
+
+    coder = _fitted(ITQ, digits[0])
+    data = persist.dumps(coder, meta={"k": 1})
+    loaded = persist.loads(data)
+    np.testing.assert_array_equal(loaded.encode(digits[0]), coder.encode(digits[0]))
+    assert loaded.meta_ == {"k": 1}
+    with pytest.raises(FormatError):
+        persist.loads(data[:-3])
+    with pytest.raises(FormatError):
+        persist.loads("not bytes")
+    for name, module in persist.CLASS_MODULES.items():
+        assert persist.class_named(name).__module__ == module
+    with pytest.raises(FormatError):
+        persist.class_named(["ITQ"])
+
+
+def test_loading_a_shallow_coder_does_not_import_torch(digits, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "itq.safetensors"
+    _fitted(ITQ, digits[0]).save(path)
+    code = ("import sys, deepcodes; deepcodes.load(sys.argv[1]); "
+            "print('torch' in sys.modules, 'deepcodes.index' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

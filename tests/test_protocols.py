@@ -7,6 +7,7 @@ from deepcodes.data import datasets, groundtruth, protocols
 from deepcodes.data.groundtruth import cache_dir, cached_knn, exact_knn
 from deepcodes.data.protocols import PROTOCOLS, Protocol, load_protocol
 from deepcodes.errors import InputError
+from deepcodes.knn import exact as knn_exact
 
 SIZES = {  # name: (n_train, n_database, n_queries, dim, relevance, n_neighbors)
     "mnist-unsup": (60000, 60000, 1000, 784, "knn", 1000),
@@ -205,8 +206,8 @@ def test_exact_knn_in_small_blocks_gives_the_same_result(monkeypatch):
     database = rng.integers(0, 4, size=(700, 5)).astype(np.uint8)
     queries = rng.integers(0, 4, size=(45, 5)).astype(np.uint8)
     expected = exact_knn(database, queries, 30)
-    monkeypatch.setattr(groundtruth, "_BLOCK", 400)
-    monkeypatch.setattr(groundtruth, "_SEARCH_BLOCK", 7)
+    monkeypatch.setattr(knn_exact, "_BLOCK", 400)
+    monkeypatch.setattr(knn_exact, "_SEARCH_BLOCK", 7)
     blocked = exact_knn(database, queries, 30)
     np.testing.assert_array_equal(blocked[1], expected[1])
     np.testing.assert_array_equal(blocked[1], _brute(database, queries, 30)[1])

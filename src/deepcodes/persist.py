@@ -38,15 +38,48 @@ _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 _REGISTRY: dict[str, type] = {}
 
+# The module that defines each class a file may name. Loading imports only that module, so an ITQ
+# file loads without torch and a Hamming index without the inverted-file kernels. A new
+# persistable class adds one line here besides its ``@register``.
+CLASS_MODULES: dict[str, str] = {
+    "LSH": "deepcodes.coders.lsh",
+    "ITQ": "deepcodes.coders.itq",
+    "PQ": "deepcodes.coders.pq",
+    "OPQ": "deepcodes.coders.pq",
+    "RQ": "deepcodes.coders.rq",
+    "UHBDNN": "deepcodes.coders.bdnn",
+    "SHBDNN": "deepcodes.coders.bdnn",
+    "DeepHash": "deepcodes.coders.deephash",
+    "GSLQuantizer": "deepcodes.coders.gsl",
+    "HammingIndex": "deepcodes.index.hamming",
+    "MultiIndexHashing": "deepcodes.index.mih",
+    "ADCIndex": "deepcodes.index.adc",
+    "IVFADCIndex": "deepcodes.index.ivfadc",
+    "VLQIndex": "deepcodes.index.vlq",
+}
+
 
 def register(cls):
     """Class decorator: make ``cls`` loadable by :func:`load` under its class name.
 
     The class implements ``_get_state() -> (params: dict, arrays: dict[str, ndarray])`` and the
-    classmethod ``_from_state(params, arrays) -> instance``.
+    classmethod ``_from_state(params, arrays) -> instance``, and its name is in :data:`CLASS_MODULES`.
     """
+    if CLASS_MODULES.get(cls.__name__) != cls.__module__:
+        raise TypeError(f"{cls.__module__}.{cls.__name__} must be listed in persist.CLASS_MODULES to be loadable")
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def class_named(name) -> type:
+    """The registered class a file calls ``name`` (importing its module on first use)."""
+    if not isinstance(name, str) or name not in CLASS_MODULES:
+        raise FormatError(f"unknown class {name!r} (not a deepcodes coder or index)")
+    if name not in _REGISTRY:
+        import importlib
+
+        importlib.import_module(CLASS_MODULES[name])
+    return _REGISTRY[name]
 
 
 @contextlib.contextmanager
@@ -101,8 +134,8 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, [buf.getbuffer()])
 
 
-def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], document: dict[str, Any]) -> None:
-    """Write ``arrays`` and the JSON ``document`` as a safetensors file, atomically.
+def _chunks(arrays: dict[str, np.ndarray], document: dict[str, Any]):
+    """The byte chunks of a safetensors file holding ``arrays`` and the JSON ``document``.
 
     Arrays are streamed from their own buffers (memory-mapped ones included) without a second copy.
     """
@@ -121,75 +154,110 @@ def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], documen
         ordered.append(arr)
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-
-    def chunks():
-        yield struct.pack("<Q", len(head))
-        yield head
-        for arr in ordered:
-            if arr.nbytes:
-                yield memoryview(arr.reshape(-1)).cast("B")
-
-    atomic_write_bytes(path, chunks())
+    yield struct.pack("<Q", len(head))
+    yield head
+    for arr in ordered:
+        if arr.nbytes:
+            yield memoryview(arr.reshape(-1)).cast("B")
 
 
-def read_arrays(path: str | os.PathLike, *, mmap: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a deepcodes/safetensors file: ``(arrays, document)``. Raises FormatError on any defect."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"no such model/index file: {path}")
-    size = path.stat().st_size
+def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], document: dict[str, Any]) -> None:
+    """Write ``arrays`` and the JSON ``document`` as a safetensors file, atomically."""
+    chunks = _chunks(arrays, document)  # a generator: dtype errors surface before the file is touched
+    atomic_write_bytes(path, chunks)
+
+
+def _parse(buf, size: int, where: str, *, copy: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and document of the safetensors bytes ``buf`` (a bytes-like object or an mmap of
+    ``size`` bytes). With ``copy=False`` the arrays are read-only views of ``buf``."""
+    if size < 8:
+        raise FormatError(f"{where} is not a deepcodes file (too short: {size} bytes)")
+    (n_head,) = struct.unpack("<Q", bytes(buf[:8]))
+    if n_head > _MAX_HEADER or 8 + n_head > size:
+        raise FormatError(f"{where} is not a deepcodes file (bad header length; truncated or foreign)")
     try:
-        with open(path, "rb") as f:
-            raw = f.read(8)
-            if len(raw) < 8:
-                raise FormatError(f"{path} is not a deepcodes file (too short: {size} bytes)")
-            (n_head,) = struct.unpack("<Q", raw)
-            if n_head > _MAX_HEADER or 8 + n_head > size:
-                raise FormatError(f"{path} is not a deepcodes file (bad header length; truncated or foreign)")
-            header = json.loads(f.read(n_head))
+        header = json.loads(bytes(buf[8:8 + n_head]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path} is not a deepcodes file (unreadable header: {exc})") from None
+        raise FormatError(f"{where} is not a deepcodes file (unreadable header: {exc})") from None
     if not isinstance(header, dict):
-        raise FormatError(f"{path} is not a deepcodes file (header is not an object)")
+        raise FormatError(f"{where} is not a deepcodes file (header is not an object)")
     meta = header.pop("__metadata__", None) or {}
-    if _META_KEY not in meta:
-        raise FormatError(f"{path} is a safetensors file but not one written by deepcodes (no '{_META_KEY}' metadata)")
+    if not isinstance(meta, dict) or _META_KEY not in meta:
+        raise FormatError(f"{where} is a safetensors file but not one written by deepcodes (no '{_META_KEY}' metadata)")
     try:
         document = json.loads(meta[_META_KEY])
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path}: corrupt deepcodes metadata ({exc})") from None
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{where}: corrupt deepcodes metadata ({exc})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-        raise FormatError(f"{path}: metadata does not describe a deepcodes object")
+        raise FormatError(f"{where}: metadata does not describe a deepcodes object")
     version = document.get("format_version")
     if version != FORMAT_VERSION:
-        raise FormatError(f"{path}: format version {version!r} is not supported (this deepcodes reads version {FORMAT_VERSION})")
+        raise FormatError(f"{where}: format version {version!r} is not supported (this deepcodes reads version {FORMAT_VERSION})")
     base = 8 + n_head
     arrays: dict[str, np.ndarray] = {}
-    with open(path, "rb") as f:
-        for name, info in header.items():
-            try:
-                dtype = np.dtype(_DTYPES[info["dtype"]])
-                shape = tuple(int(s) for s in info["shape"])
-                start, end = (int(v) for v in info["data_offsets"])
-            except (KeyError, TypeError, ValueError):
-                raise FormatError(f"{path}: corrupt entry for array {name!r}") from None
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if end - start != nbytes or start < 0 or base + end > size:
-                raise FormatError(f"{path}: array {name!r} is truncated or inconsistent with its header")
-            if mmap and nbytes:
-                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=base + start, shape=shape)
-            else:
-                f.seek(base + start)
-                buf = f.read(nbytes)
-                arrays[name] = np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+    for name, info in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[info["dtype"]])
+            shape = tuple(int(s) for s in info["shape"])
+            start, end = (int(v) for v in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise FormatError(f"{where}: corrupt entry for array {name!r}") from None
+        if any(s < 0 for s in shape):
+            raise FormatError(f"{where}: array {name!r} has a negative dimension")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if end - start != nbytes or start < 0 or base + end > size:
+            raise FormatError(f"{where}: array {name!r} is truncated or inconsistent with its header")
+        view = np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=base + start).reshape(shape)
+        arrays[name] = view.copy() if copy else view
     missing = set(document.get("arrays", [])) - set(arrays)
     if missing:
-        raise FormatError(f"{path}: arrays missing from the file: {sorted(missing)}")
+        raise FormatError(f"{where}: arrays missing from the file: {sorted(missing)}")
     return arrays, document
 
 
-def save(obj, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
-    """Save a registered coder or index (see :func:`register`) to ``path`` atomically."""
+def read_arrays(path: str | os.PathLike, *, mmap: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a deepcodes/safetensors file: ``(arrays, document)``. Raises FormatError on any defect.
+
+    Header and data come through one open file descriptor, so a writer replacing the file at the
+    same time (by rename) cannot give one version's header with the other's data. With ``mmap=True``
+    the arrays are read-only views of a private memory map of that descriptor.
+    """
+    import mmap as mmap_module
+
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise FormatError(f"no such model/index file: {path}") from None
+    except PermissionError:
+        raise FormatError(f"cannot read {path}: permission denied") from None
+    with f:
+        st = os.fstat(f.fileno())
+        import stat
+
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(f"{path} is not a regular file")
+        size = st.st_size
+        if mmap and size:
+            buf = mmap_module.mmap(f.fileno(), 0, access=mmap_module.ACCESS_READ)
+            return _parse(buf, size, str(path), copy=False)
+        data = f.read()
+    return _parse(data, len(data), str(path), copy=True)
+
+
+def is_file_mapped(arr: np.ndarray) -> bool:
+    """Whether ``arr`` is a view of a memory-mapped file (as ``load(..., mmap=True)`` gives)."""
+    import mmap as mmap_module
+
+    base = arr
+    while base is not None:
+        if isinstance(base, (mmap_module.mmap, np.memmap)):
+            return True
+        base = getattr(base, "base", None) if isinstance(base, np.ndarray) else getattr(base, "obj", None)
+    return False
+
+
+def _document(obj, meta: dict[str, Any] | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     cls = type(obj)
     if _REGISTRY.get(cls.__name__) is not cls:
         raise FormatError(f"{cls.__name__} cannot be saved: it is not a registered deepcodes class")
@@ -199,29 +267,47 @@ def save(obj, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> No
         "params": params, "meta": dict(meta or getattr(obj, "meta_", None) or {}),
         "arrays": sorted(arrays),
     }
-    write_arrays(path, arrays, document)
+    return arrays, document
+
+
+def _build(arrays: dict[str, np.ndarray], document: dict[str, Any], where: str):
+    try:
+        cls = class_named(document.get("class"))
+    except FormatError as exc:
+        raise FormatError(f"{where}: {exc}") from None
+    params = document.get("params", {})
+    if not isinstance(params, dict):
+        raise FormatError(f"{where}: corrupt {cls.__name__} state (params is not an object)")
+    try:
+        obj = cls._from_state(params, arrays)
+    except FormatError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{where}: corrupt {cls.__name__} state ({type(exc).__name__}: {exc})") from None
+    meta = document.get("meta", {})
+    obj.meta_ = meta if isinstance(meta, dict) else {}
+    return obj
+
+
+def save(obj, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
+    """Save a registered coder or index (see :func:`register`) to ``path`` atomically."""
+    write_arrays(path, *_document(obj, meta))
+
+
+def dumps(obj, meta: dict[str, Any] | None = None) -> bytes:
+    """The bytes :func:`save` would write for ``obj``."""
+    return b"".join(bytes(c) for c in _chunks(*_document(obj, meta)))
 
 
 def load(path: str | os.PathLike, *, mmap: bool = False):
     """Load a coder or index saved with :func:`save`. ``mmap=True`` maps large arrays read-only."""
     arrays, document = read_arrays(path, mmap=mmap)
-    name = document.get("class")
-    _import_all()
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise FormatError(f"{path}: unknown class {name!r} (not a deepcodes coder or index)")
-    try:
-        obj = cls._from_state(document.get("params", {}), arrays)
-    except FormatError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(f"{path}: corrupt {name} state ({type(exc).__name__}: {exc})") from None
-    obj.meta_ = document.get("meta", {})
-    return obj
+    return _build(arrays, document, str(path))
 
 
-def _import_all() -> None:
-    # Registration happens at import; make sure every class a file may name has been imported.
-    from . import coders, index  # noqa: F401
-    # torch coders register on import; kept off `import deepcodes.coders` so shallow use needs no torch
-    from .coders import bdnn, deephash, gsl  # noqa: F401
+def loads(data) -> object:
+    """Load a coder or index from the bytes :func:`dumps` (or a saved file) holds."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"loads takes bytes, got {type(data).__name__}")
+    data = bytes(data)
+    return _build(*_parse(data, len(data), "<bytes>", copy=True), "<bytes>")

@@ -26,14 +26,12 @@ import torch
 from ..errors import InputError
 from ..validation import check_int, check_labels, check_matrix, check_n_bits, rng_from
 from .base import BinaryCoder
+from .early_stopping import ValidationSplit
 
 log = logging.getLogger(__name__)
 
 # Hidden sizes (n1, n2) of the authors' code for L = 8, 16, 24, 32 bits.
 _AUTHORS_HIDDEN = {8: (90, 20), 16: (90, 30), 24: (100, 40), 32: (120, 50)}
-# The smallest training set (after the validation split) a network is fitted on.
-MIN_TRAIN = 50
-MIN_VALIDATION = 10
 
 
 def default_hidden(n_bits: int) -> tuple[int, int]:
@@ -139,34 +137,6 @@ def independence(H: torch.Tensor) -> torch.Tensor:
     return frobenius_sq(G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device))
 
 
-class _Validator:
-    """Validation mAP of an encoder: held-out training points as queries, ranked by Hamming distance
-    (ties by id) over a sample of the other training points; relevant = same class when labels are
-    given, else the query's ``n_neighbors`` exact Euclidean neighbours in that sample."""
-
-    def __init__(self, queries: np.ndarray, database: np.ndarray, n_bits: int, n_neighbors: int,
-                 query_labels=None, database_labels=None):
-        from ..data.groundtruth import exact_knn
-        from ..eval.relevance import ClassRelevance, NeighborRelevance
-
-        self.queries, self.database, self.n_bits = queries, database, n_bits
-        if query_labels is not None:
-            self.relevance = ClassRelevance(database_labels, query_labels)
-        else:
-            k = min(n_neighbors, database.shape[0])
-            self.relevance = NeighborRelevance(exact_knn(database, queries, k)[1], database.shape[0])
-
-    def score(self, encode) -> float:
-        from ..eval import evaluate_search
-        from ..index import HammingIndex
-
-        index = HammingIndex(n_bits=self.n_bits)
-        index.add(encode(self.database))
-        result = evaluate_search(index.search_codes, encode(self.queries), self.relevance, self.database.shape[0],
-                                 ks=(1,), Rs=(1,), map_at=(1,), hamming_bits=None)
-        return result["map"]
-
-
 class DeepBinaryCoder(BinaryCoder):
     """Base of the deep binary coders: three-layer encoder, rescaling to [0, 1], the training loop.
 
@@ -220,7 +190,6 @@ class DeepBinaryCoder(BinaryCoder):
         n_outer = check_int(self.n_outer, "n_outer", low=1)
         n_inner = check_int(self.n_inner, "n_inner", low=1)
         hidden = self._hidden()
-        n_val = self._validation_count(X.shape[0])
         device = self._device()
         rng = rng_from(self.random_state)
 
@@ -230,19 +199,12 @@ class DeepBinaryCoder(BinaryCoder):
         self.scale_ = np.array([scale], np.float32)
         Xs = self._rescale(X)
 
-        perm = rng.permutation(X.shape[0])
-        val_idx, tr_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        validator = None
-        if n_val:
-            db_idx = tr_idx
-            n_db = check_int(self.validation_database, "validation_database", low=MIN_VALIDATION)
-            if len(db_idx) > n_db:
-                db_idx = np.sort(rng.choice(tr_idx, n_db, replace=False))
-            k = check_int(self.validation_neighbors, "validation_neighbors", low=1)
-            labels = (y[val_idx], y[db_idx]) if self.supervised else (None, None)
-            # The validator encodes raw inputs (encode rescales them); a global affine rescaling
-            # leaves Euclidean neighbours unchanged, so its ground truth is that of the raw data too.
-            validator = _Validator(X[val_idx], X[db_idx], self.n_bits, k, *labels)
+        # The validator encodes raw inputs (encode rescales them); a global affine rescaling leaves
+        # Euclidean neighbours unchanged, so its ground truth is that of the raw data too.
+        split = ValidationSplit(X, y if self.supervised else None, size=self.validation_size,
+                                database_size=self.validation_database, n_neighbors=self.validation_neighbors,
+                                rng=rng, what=type(self).__name__)
+        tr_idx = split.train_idx
 
         X_train = Xs[tr_idx]
         del Xs
@@ -269,9 +231,9 @@ class DeepBinaryCoder(BinaryCoder):
             total = sum(terms.values())
             objectives.append(total)
             self._set_weights(*net.numpy_state())
-            score = validator.score(self.encode) if validator is not None else math.nan
+            score = split.score_binary(self.encode, self.n_bits) if split else math.nan
             val_maps.append(score)
-            if validator is None or score > best[0]:
+            if not split or score > best[0]:
                 best = (score, net.numpy_state(), it)
             if self.verbose:
                 log.info("%s outer %d/%d: objective %.6g (%s), validation mAP %.4f, %d evaluations, %.1fs",
@@ -309,22 +271,6 @@ class DeepBinaryCoder(BinaryCoder):
         if len(sizes) != 2:
             raise InputError(f"hidden must be a pair (n1, n2) of layer sizes, got {self.hidden!r}")
         return tuple(check_int(s, "hidden size", low=1) for s in sizes)
-
-    def _validation_count(self, n: int) -> int:
-        v = self.validation_size
-        if v is None:
-            count = min(1000, n // 10)
-        elif isinstance(v, float) and 0 < v < 1:
-            count = int(round(v * n))
-        else:
-            count = check_int(v, "validation_size", low=0)
-        if count and count < MIN_VALIDATION:
-            raise InputError(f"the validation split has {count} points; it needs at least {MIN_VALIDATION} "
-                             "(or validation_size=0 to train without early stopping)")
-        if n - count < MIN_TRAIN:
-            raise InputError(f"{type(self).__name__} needs at least {MIN_TRAIN} training points besides the "
-                             f"{count} validation points, got {n} points in all")
-        return count
 
     def _device(self) -> torch.device:
         try:

@@ -338,9 +338,9 @@ class GSLQuantizer(Quantizer):
 
         params = dict(params)
         n_features = int(params.pop("n_features_in_"))
-        q_cls = persist._REGISTRY.get(params.pop("quantizer_class_"))
+        q_cls = persist.class_named(params.pop("quantizer_class_"))
         q_params = params.pop("quantizer_params_")
-        if q_cls is None or not issubclass(q_cls, (PQ, RQ)):
+        if not issubclass(q_cls, (PQ, RQ)):
             raise FormatError("the inner quantizer of a GSLQuantizer file is not a PQ, OPQ or RQ")
         params["hidden"] = tuple(params["hidden"])
         if params.get("image_shape") is not None:

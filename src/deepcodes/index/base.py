@@ -98,9 +98,7 @@ class CodeIndex:
         coder_doc = params.pop("coder", None)
         coder = None
         if coder_doc is not None:
-            coder_cls = persist._REGISTRY.get(coder_doc.get("class"))
-            if coder_cls is None:
-                raise FormatError(f"unknown coder class {coder_doc.get('class')!r} inside the index file")
+            coder_cls = persist.class_named(coder_doc.get("class"))
             coder_arrays = {k[len("coder."):]: v for k, v in arrays.items() if k.startswith("coder.")}
             coder = coder_cls._from_state(coder_doc["params"], coder_arrays)
         obj = cls._build(params, coder)

@@ -5,20 +5,9 @@ import numpy as np
 
 from .. import persist
 from ..errors import InputError
+from ..knn.hamming import hamming_search, to_words
 from ..validation import check_codes, check_n_bits
 from .base import CodeIndex
-from .kernels import hamming_knn
-
-
-def to_words(codes: np.ndarray) -> np.ndarray:
-    """View packed codes (n, B) uint8 as (n, ceil(B/8)) uint64 words, zero-padded (no distance change)."""
-    n, nbytes = codes.shape
-    n_words = -(-nbytes // 8)
-    if nbytes == 8 * n_words:
-        return np.ascontiguousarray(codes).view(np.uint64)
-    padded = np.zeros((n, 8 * n_words), dtype=np.uint8)
-    padded[:, :nbytes] = codes
-    return padded.view(np.uint64)
 
 
 @persist.register
@@ -68,16 +57,7 @@ class HammingIndex(CodeIndex):
         query_codes = check_codes(query_codes, "query codes", code_size=self.code_size)
         if self._words is None:
             self._words = to_words(self.codes)
-        n = self.ntotal
-        capacity = min(n, max(2 * k, k + 1024))
-        # Blocks of queries share each database pass; the block shrinks when candidate buffers are big.
-        block = int(max(1, min(16, -(-query_codes.shape[0] // 2), (1 << 22) // capacity)))
-        out_d = np.empty((query_codes.shape[0], k), dtype=np.int32)
-        out_i = np.empty((query_codes.shape[0], k), dtype=np.int64)
-        for s in range(0, query_codes.shape[0], batch_size):
-            qw = to_words(query_codes[s:s + batch_size])
-            out_d[s:s + batch_size], out_i[s:s + batch_size] = hamming_knn(qw, self._words, k, self.n_bits, block, capacity)
-        return out_d, out_i
+        return hamming_search(query_codes, self._words, k, self.n_bits, batch_size)
 
     def _params(self) -> dict:
         return {"n_bits": self.n_bits}

@@ -17,38 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .kernels import _heap_push_sorted, _sift_down
-
-
-@nb.njit(inline="always")
-def heap_offer(heap_d, heap_i, size, cap, d, i):
-    """Offer (d, i) to a max-heap of at most ``cap`` pairs; return its new size.
-
-    A full heap takes the pair only when it is lexicographically smaller than the worst kept pair,
-    which makes the kept set independent of the order in which candidates arrive. The heap holds
-    float32 distances; ``d`` is rounded to float32 first, so a pair is compared by the key it is
-    stored under.
-    """
-    d = np.float32(d)
-    if size < cap:
-        _heap_push_sorted(heap_d, heap_i, size, d, i)
-        return size + 1
-    if d < heap_d[0] or (d == heap_d[0] and i < heap_i[0]):
-        heap_d[0] = d
-        heap_i[0] = i
-        _sift_down(heap_d, heap_i, size)
-    return size
-
-
-@nb.njit(inline="always")
-def heap_drain(heap_d, heap_i, size, out_d, out_i):
-    """Write the ``size`` heap pairs to ``out_d``/``out_i`` in ascending (distance, id) order."""
-    for p in range(size - 1, -1, -1):
-        out_d[p] = heap_d[0]
-        out_i[p] = heap_i[0]
-        heap_d[0] = heap_d[p]
-        heap_i[0] = heap_i[p]
-        _sift_down(heap_d, heap_i, p)
+from ..knn.heap import heap_drain, heap_offer
 
 
 @nb.njit(inline="always")

@@ -20,7 +20,8 @@ import numpy as np
 from .. import persist
 from ..errors import InputError
 from ..validation import check_codes, check_int
-from .hamming import HammingIndex, to_words
+from ..knn.hamming import to_words
+from .hamming import HammingIndex
 from .mih_kernels import mih_knn, substring_values
 
 __all__ = ["MultiIndexHashing", "default_n_substrings"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .kernels import _heap_push_sorted, _sift_down, popcount64
+from ..knn.hamming import popcount64
+from ..knn.heap import heap_push, sift_down
 
 _ONE = np.uint64(1)
 _SIXTY_FOUR = np.uint64(64)
@@ -129,12 +130,12 @@ def _make_mih_knn(W):
                                 if not first:
                                     continue
                                 if size < k:
-                                    _heap_push_sorted(heap_d, heap_i, size, d, idx)
+                                    heap_push(heap_d, heap_i, size, d, idx)
                                     size += 1
                                 else:
                                     heap_d[0] = d
                                     heap_i[0] = idx
-                                    _sift_down(heap_d, heap_i, size)
+                                    sift_down(heap_d, heap_i, size)
                             if mask == 0:
                                 break
                             low = mask & (~mask + _ONE)
@@ -154,7 +155,7 @@ def _make_mih_knn(W):
                 out_i[qi, p] = heap_i[0]
                 heap_d[0] = heap_d[p]
                 heap_i[0] = heap_i[p]
-                _sift_down(heap_d, heap_i, p)
+                sift_down(heap_d, heap_i, p)
         return out_d, out_i, work
     return mih_knn
 
