@@ -21,7 +21,7 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 # Reproductions and dataset builders live in their own modules, each exposing
-# ``run(out_dir: Path, quick: bool, seeds: int, progress: bool) -> dict`` (reproductions) or
+# ``run(out_dir: Path, options: ReproduceOptions) -> dict`` (reproductions) or
 # ``build(out_dir: Path | None, progress: bool) -> dict`` (datasets); imported only when asked for.
 REPRODUCTIONS = {
     "bdnn": "deepcodes.reproduce.bdnn",
@@ -199,18 +199,24 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
               quick: bool = typer.Option(False, "--quick", help="One seed, one code length: minutes."),
               seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration."),
               progress: bool = typer.Option(True, help="Show progress."),
-              device: Optional[str] = typer.Option(None, "--device", help="torch device for the deep coders (bdnn).")):
+              device: str = typer.Option("cpu", "--device", help="torch device for the deep coders (cpu, cuda)."),
+              schedule: str = typer.Option("default", "--schedule", help="default, or paper: the authors' training length.")):
     """Run a paper's comparison and write a markdown table, JSON and plots."""
+    from .reproduce import SCHEDULES, ReproduceOptions
+
     if name not in REPRODUCTIONS:
         _fail(InputError(f"unknown reproduction {name!r}; choose one of: {', '.join(REPRODUCTIONS)}"))
+    if schedule not in SCHEDULES:
+        _fail(InputError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}"))
+    if seeds < 1:
+        _fail(InputError(f"--seeds must be >= 1, got {seeds}"))
     try:
         module = importlib.import_module(REPRODUCTIONS[name])
     except ModuleNotFoundError:
         _fail(InputError(f"reproduction {name!r} is not available in this version"))
+    options = ReproduceOptions(quick=quick, seeds=seeds, progress=progress, device=device, schedule=schedule)
     try:
-        extra = {"device": device} if device else {}
-        summary = module.run(out or Path(f"reproduce-{name}"), quick=quick, seeds=1 if quick else seeds,
-                             progress=progress, **extra)
+        summary = module.run(out or Path(f"reproduce-{name}"), options)
     except DeepcodesError as exc:
         _fail(exc)
     if summary.get("table"):

@@ -20,7 +20,9 @@ import numpy as np
 
 from ..data import load_protocol
 from ..eval import TIE_RULE, markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
+from ..errors import InputError
 from ..pipeline import evaluate_coder, fit_method
+from . import ReproduceOptions
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +113,18 @@ def _claims(summary: list[dict], bits: tuple[int, ...]) -> list[dict]:
     return out
 
 
-def run(out_dir: Path, quick: bool = False, seeds: int = 3, progress: bool = False, device: str = "cpu") -> dict:
+def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     """Run the comparison; write ``bdnn.md``, ``bdnn.json``, ``map_vs_bits.png`` and
     ``pr_32bits.png`` (plus ``pr_32bits_<protocol>.png`` per protocol) in ``out_dir``."""
+    if options.schedule != "default":
+        raise InputError(f"reproduce bdnn has no schedule {options.schedule!r} yet")
+    quick, progress, device = options.quick, options.progress, options.device
+    seeds = options.n_seeds
     out_dir = Path(out_dir)
     runs = out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     bits = QUICK_BITS if quick else BITS
-    seed_list = list(range(1 if quick else seeds))
+    seed_list = list(range(seeds))
     plan = [(p, m) for p in UNSUPERVISED for m in UNSUP_METHODS] + [(p, m) for p in SUPERVISED for m in SUP_METHODS]
     started = time.perf_counter()
     rows, sizes = [], {}

@@ -26,7 +26,9 @@ from ..data import load_protocol
 from ..eval import evaluate_search
 from ..eval.relevance import ClassRelevance, relevance_for
 from ..eval.report import markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
+from ..errors import InputError
 from ..index import ADCIndex
+from . import ReproduceOptions
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,15 @@ VALIDATION = {"fraction": 0.2, "queries": 1000, "database": 10_000}
 VARIANTS = ("float", "post-hoc", "quant-loss", "gsl")
 
 
-def run(out_dir: Path, quick: bool = False, seeds: int = 3, progress: bool = True) -> dict:
+def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     """Run the comparison; ``quick``: one seed at 32 bits. Returns ``{"table": markdown, ...}``."""
+    if options.schedule != "default":
+        raise InputError(f"reproduce gsl has no schedule {options.schedule!r}")
+    if options.device != "cpu":
+        raise InputError("reproduce gsl runs on the CPU only in this version")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seeds = 1 if quick else int(seeds)
+    quick, progress, seeds = options.quick, options.progress, options.n_seeds
     bits_list = (32,) if quick else BITS
     start = time.perf_counter()
     records, tuning = [], {}
