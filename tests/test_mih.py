@@ -110,7 +110,7 @@ def test_far_queries_go_to_the_linear_scan(monkeypatch):
     q = np.concatenate([near, rng.integers(0, 256, (20, 8), dtype=np.uint8)])
     index = MultiIndexHashing(64, n_substrings=4)
     index.add_codes(db)
-    monkeypatch.setattr(mih, "SCAN_BUDGET", 0.05)
+    monkeypatch.setattr(mih, "SCAN_BUDGET", 0.2)
     d, i = index.search_codes(q, 1, batch_size=16)
     scanned = index.last_work_ < 0
     assert not scanned[:20].any() and scanned[20:].all()

@@ -33,11 +33,10 @@ MAX_SUBSTRING_BITS = 24
 # Longest substring the default picks: enumerating the buckets around a query costs C(s, r) per
 # radius, which overtakes the time saved by emptier buckets beyond 16 bits (ALGORITHMS.md, 9).
 _DEFAULT_MAX_BITS = 16
-# A query whose probed buckets plus verified codes pass this fraction of the database size goes
-# to the linear scan instead: its k-th neighbour is so far that the buckets to probe keep
-# multiplying. A verified code costs 6-15 times a scanned one (random bucket accesses against a
-# stream), so past this point the scan is about as fast.
-SCAN_BUDGET = 0.15
+# A query goes to the linear scan as soon as its multi-index search is expected to cost more than
+# this fraction of a linear scan of the database (buckets and codes verified weighed against codes
+# scanned, see mih_kernels): most far queries are sent there before any probe.
+SCAN_BUDGET = 1.0
 
 
 def default_n_substrings(n_bits: int, n_codes: int) -> int:
@@ -78,9 +77,10 @@ class MultiIndexHashing(HammingIndex):
     coder : optional fitted BinaryCoder; then ``add``/``search`` take vectors and encode them.
 
     The tables are built at the first search after codes were added (and after loading a saved
-    index: the file holds the codes only). A query whose search would touch more than
-    ``SCAN_BUDGET`` (15%) of the database in buckets and codes is answered by HammingIndex's linear
-    scan instead, which bounds the cost of far neighbours.
+    index: the file holds the codes only). A query whose search is expected to cost more than
+    ``SCAN_BUDGET`` times a linear scan (estimated before every probe, first from its distance
+    profile) is answered by HammingIndex's linear scan instead, so far neighbours cost about what
+    the scan costs.
 
     Attributes
     ----------
