@@ -1,6 +1,10 @@
 """deepcodes: learned compact codes for large-scale similarity search, and the indexes that search them."""
 from .errors import DatasetError, DeepcodesError, FormatError, InputError, NotFittedError
 from .persist import load, save
+from .threads import configure_from_env, get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["load", "save", "DeepcodesError", "InputError", "NotFittedError", "FormatError", "DatasetError"]
+__all__ = ["load", "save", "set_num_threads", "get_num_threads", "DeepcodesError", "InputError", "NotFittedError",
+           "FormatError", "DatasetError"]
+
+configure_from_env()

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DeepcodesError, InputError
+from .threads import set_num_threads
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Learn compact codes (binary hashing, vector quantization) and search them.")
@@ -56,9 +57,16 @@ def _parse_options(options: list[str]) -> dict:
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress messages.")):
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress messages."),
+          threads: Optional[int] = typer.Option(None, "--threads", help="Threads for numba, faiss, BLAS and torch "
+                                                "(default: DEEPCODES_NUM_THREADS, else every core).")):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
+    if threads is not None:
+        try:
+            set_num_threads(threads)
+        except DeepcodesError as exc:
+            _fail(exc)
 
 
 @app.command()

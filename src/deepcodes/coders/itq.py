@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import trange
 
 from .. import persist
+from ..threads import single_blas
 from ..errors import InputError
 from ..validation import check_int, check_matrix, check_n_bits, rng_from
 from .lsh import LinearHasher
@@ -22,14 +24,18 @@ def pca(X: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, components * np.where(signs == 0, 1, signs)
 
 
-def itq_rotation(V: np.ndarray, n_iter: int, rng: np.random.Generator) -> np.ndarray:
-    """Orthogonal R (L, L) minimising ||sign(V R) - V R||² by alternating sign and Procrustes steps."""
+def itq_rotation(V: np.ndarray, n_iter: int, rng: np.random.Generator, *, progress: bool = False) -> np.ndarray:
+    """Orthogonal R (L, L) minimising ||sign(V R) - V R||² by alternating sign and Procrustes steps.
+
+    The products are (n, L) x (L, L) and the SVD L x L: one BLAS thread does them as fast as two,
+    and does not fight other pools for the cores (see :mod:`deepcodes.threads`)."""
     L = V.shape[1]
     R, _ = np.linalg.qr(rng.standard_normal((L, L)))
-    for _ in range(n_iter):
-        B = np.where(V @ R >= 0, 1.0, -1.0)
-        U, _, Wt = np.linalg.svd(B.T @ V)
-        R = Wt.T @ U.T
+    with single_blas():
+        for _ in trange(n_iter, disable=not progress, desc="ITQ rotation", unit="iter"):
+            B = np.where(V @ R >= 0, 1.0, -1.0)
+            U, _, Wt = np.linalg.svd(B.T @ V)
+            R = Wt.T @ U.T
     return R
 
 
@@ -59,8 +65,9 @@ class ITQ(LinearHasher):
         self.n_iter = n_iter
         self.random_state = random_state
 
-    def fit(self, X, y=None) -> "ITQ":
-        """Learn mean, PCA and rotation from ``X`` (n, d). Returns self."""
+    def fit(self, X, y=None, *, progress: bool = False) -> "ITQ":
+        """Learn mean, PCA and rotation from ``X`` (n, d). Returns self; ``progress`` shows a bar
+        over the rotation's iterations."""
         X = check_matrix(X)
         self.n_bits = check_n_bits(self.n_bits)
         if self.n_bits > X.shape[1]:
@@ -72,7 +79,7 @@ class ITQ(LinearHasher):
         rng = rng_from(self.random_state)
         mean, components = pca(X, self.n_bits)
         V = (X.astype(np.float64) - mean) @ components
-        R = itq_rotation(V, n_iter, rng)
+        R = itq_rotation(V, n_iter, rng, progress=progress)
         self.n_features_in_ = X.shape[1]
         self.mean_ = mean.astype(np.float32)
         self.components_ = components.astype(np.float32)

@@ -1,0 +1,47 @@
+"""deepcodes.threads: one setting caps numba, faiss (OpenMP) and BLAS; bad settings are InputErrors."""
+import subprocess
+import sys
+
+import numba
+import pytest
+from threadpoolctl import threadpool_info
+
+import deepcodes
+from deepcodes.errors import InputError
+from deepcodes.threads import get_num_threads, set_num_threads, single_blas
+
+
+def test_set_num_threads_caps_every_pool():
+    import faiss
+
+    before = get_num_threads()
+    try:
+        assert set_num_threads(1) == 1
+        assert get_num_threads() == 1
+        assert numba.get_num_threads() == 1
+        assert faiss.omp_get_max_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    finally:
+        set_num_threads(before)
+    assert get_num_threads() == before
+
+
+def test_single_blas_limits_blas_inside_the_block_only():
+    with single_blas():
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "two"])
+def test_bad_thread_counts_are_input_errors(bad):
+    with pytest.raises(InputError):
+        set_num_threads(bad)
+
+
+def test_environment_setting_is_applied_and_checked():
+    code = "import deepcodes, numba; print(deepcodes.get_num_threads(), numba.get_num_threads())"
+    env = {"DEEPCODES_NUM_THREADS": "1", "PYTHONPATH": deepcodes.__path__[0].rsplit("/", 1)[0]}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+    env["DEEPCODES_NUM_THREADS"] = "lots"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "DEEPCODES_NUM_THREADS must be a positive integer" in out.stderr
