@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from ..errors import InputError
 from ..persist import atomic_write_bytes
 
-__all__ = ["markdown_table", "write_json", "plot_map_vs_bits", "plot_pr_curves"]
+__all__ = ["markdown_table", "write_json", "plot_map_vs_bits", "plot_pr_curves", "plot_recall_qps"]
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str], floatfmt: str = ".4f") -> str:
@@ -108,6 +108,30 @@ def plot_pr_curves(curves: Sequence[Mapping], path: str | os.PathLike, title: st
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_recall_qps(curves: Sequence[Mapping], path: str | os.PathLike, title: str, xlabel: str = "recall") -> None:
+    """Plot queries/s (log scale) against recall, one line per curve (a parameter sweep).
+
+    ``curves`` are dicts with keys ``method``, ``recall`` and ``qps`` (equal-length sequences).
+    """
+    curves = _records(curves, ("method", "recall", "qps"), "curves")
+    fig = Figure(figsize=(5.4, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, curve in enumerate(curves):
+        recall = _curve_values(curve["recall"], "recall")
+        qps = _curve_values(curve["qps"], "qps")
+        if recall.shape != qps.shape:
+            raise InputError(f"curve {curve['method']!r}: {len(recall)} recall values for {len(qps)} queries/s values")
+        ax.plot(recall, qps, marker="o", color=f"C{i % 10}", label=str(curve["method"]))
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("queries/s")
+    ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize="small")
     ax.set_title(title)
     _save(fig, path)
