@@ -44,7 +44,7 @@ def data(digits):
     return X[:1500], X[1500:1530]
 
 
-@pytest.fixture(params=["hamming", "mih", "adc"])
+@pytest.fixture(params=sorted(BUILDERS))
 def kind(request):
     return request.param
 
@@ -68,7 +68,7 @@ def _assert_same(a, b):
 
 
 def test_every_index_class_is_a_code_index():
-    for cls in (HammingIndex, MultiIndexHashing, ADCIndex):
+    for cls in (HammingIndex, MultiIndexHashing, ADCIndex, IVFADCIndex, VLQIndex):
         assert issubclass(cls, CodeIndex)
 
 
