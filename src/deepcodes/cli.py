@@ -304,7 +304,7 @@ def build(spec: str = typer.Argument(..., help="Factory string, e.g. IVF1024,PQ1
           ids: Optional[Path] = typer.Option(None, "--ids", help="One id a base row (npy or one integer a line); "
                                              "default 0..n-1."),
           max_train: int = typer.Option(DEFAULT_MAX_TRAIN, "--max-train", help="Train on a seeded sample of at most N rows."),
-          seed: int = typer.Option(0, "--seed", help="Seed of the training sample."),
+          seed: int = typer.Option(0, "--seed", help="Seed of the training sample and of every part (k-means, PQ, ITQ, ...)."),
           progress: bool = typer.Option(True, help="Show progress bars."),
           as_json: bool = typer.Option(False, "--json", help="Print the index description as JSON.")):
     """Train the index SPEC on --train, add --base (streamed in batches) and save it to -o."""

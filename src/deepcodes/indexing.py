@@ -155,7 +155,7 @@ def build_index(spec: str, train, *, labels=None, base=None, ids=None, max_train
             _check_dim(base_v, train_v.d, "the base", f"the training file {train_v.name}")
             if ids is not None:
                 read_ids(ids, base_v.n)  # refuse bad ids before the training, not after
-            index = index_factory(train_v.d, spec)
+            index = index_factory(train_v.d, spec, random_state=seed)
             X, rows = train_v.sample(max_train, random_state=seed)
             log.info("training %s on %d of %d rows of %s", spec, len(rows), train_v.n, train_v.name)
             index.train(X, None if y is None else y[rows], progress=progress)
