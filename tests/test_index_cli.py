@@ -208,6 +208,14 @@ def test_ivf_search_params_and_bench_against_faiss(tmp_path, files):
     fails("bench", out, "--queries", root / "ann.hdf5", "--gt", root / "ann.hdf5", "--against-faiss", "IVF8,PQ8",
           "--out", bench, message="8 bytes per vector, the index 4")
     fails("bench", out, "--queries", root / "q.npy", "--gt", root / "x.npy", "--out", bench, message="neighbour ids must be integers")
+    np.save(tmp_path / "gt.npy", files["gt"][:7])
+    fails("bench", out, "--queries", root / "q.npy", "--gt", tmp_path / "gt.npy", "--out", bench,
+          message="ground truth for 7 queries, the queries file has 20")
+    np.save(tmp_path / "wide.npy", np.zeros((20, 17), np.float32))
+    fails("bench", out, "--queries", tmp_path / "wide.npy", "--gt", root / "ann.hdf5", "--out", bench,
+          message="dimension 17, the index 16")
+    fails("bench", out, "--queries", root / "q.npy", "--gt", root / "ann.hdf5", "--sweep", "nprobe=a", "--out", bench,
+          message="values must be integers")
 
 
 def test_export_to_faiss_returns_the_same_neighbours(tmp_path, files):
