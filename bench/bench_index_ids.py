@@ -95,13 +95,13 @@ def main():
     def make_ivf():
         return IVFADCIndex.from_bytes(trained.to_bytes())
 
-    def add_lists(index, c, i):
+    def add_lists(index, c, i, li=lists):
         for s in range(0, len(c), 65536):
-            index.add_codes(c[s:s + 65536], i[s:s + 65536], lists=lists[s:s + 65536])
+            index.add_codes(c[s:s + 65536], i[s:s + 65536], lists=li[s:s + 65536])
 
     ours, theirs = [], []
     warm = make_ivf()
-    add_lists(warm, pq_codes[:5000], ids[:5000])
+    add_lists(warm, pq_codes[:5000], ids[:5000], lists[:5000])
     warm.search(Q[:2], 10, nprobe=8)
     for _ in range(args.repeats):
         t, (d, i), _ = run_ours(make_ivf, add_lists, pq_codes, ids, Q, gone, {"nprobe": 8})
