@@ -4,7 +4,17 @@ from .persist import load, save
 from .threads import configure_from_env, get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["load", "save", "set_num_threads", "get_num_threads", "DeepcodesError", "InputError", "NotFittedError",
-           "FormatError", "DatasetError"]
+__all__ = ["load", "save", "index_factory", "set_num_threads", "get_num_threads", "DeepcodesError", "InputError",
+           "NotFittedError", "FormatError", "DatasetError"]
 
 configure_from_env()
+
+
+def __getattr__(name):
+    # index_factory imports the index and coder modules: only when asked for, so that
+    # ``import deepcodes`` (and loading a file) stays light.
+    if name == "index_factory":
+        from .factory import index_factory
+
+        return index_factory
+    raise AttributeError(f"module 'deepcodes' has no attribute {name!r}")
