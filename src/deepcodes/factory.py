@@ -36,6 +36,7 @@ TOKENS: tuple[tuple[str, str, str], ...] = (
     ("RQ<M>[x<nbits>]", "residual quantizer, M stages", "M"),
     ("GSL-PQ<M> / GSL-OPQ<M> / GSL-RQ<M>", "GSLQuantizer: network trained with the quantizer (train(X, y)), M bytes", "M"),
     ("ADC", "ADCIndex: exact asymmetric-distance k-NN over the quantizer codes", "-"),
+    ("FastScan", "FastScanIndex: 4-bit codes (x4) by 8-bit SIMD tables, shortlist re-ranked exactly", "-"),
     ("IVF<lists>", "IVFADCIndex: k-means inverted file, residual PQ given by the next token", "M"),
     ("VLQ<centroids>x<neighbours>", "VLQIndex: vector-and-line inverted file, residual PQ next", "M + 1"),
     ("PCA<p>", "front of an inverted file: PCA to p dimensions", "-"),
@@ -46,6 +47,7 @@ TOKENS: tuple[tuple[str, str, str], ...] = (
 
 _VALID = ("valid specs: CODER<b>,Hamming | CODER<b>,MIH[<m>] (CODER: LSH, ITQ, UHBDNN, SHBDNN, DH, SDH; "
           "b a multiple of 8) | PQ<M>[x<nbits>],ADC | OPQ<M>[x<nbits>],ADC | RQ<M>[x<nbits>],ADC | "
+          "PQ<M>x4,FastScan (or OPQ, RQ) | "
           "GSL-PQ<M>,ADC (or GSL-OPQ, GSL-RQ) | [FRONT,]IVF<lists>,PQ<M>[x<nbits>] | "
           "[FRONT,]VLQ<centroids>x<neighbours>,PQ<M>[x<nbits>] (FRONT: PCA<p>, OPQ<M>, GSL<dim>, "
           "UHBDNN<b>, SHBDNN<b>); e.g. ITQ64,MIH  PQ16,ADC  OPQ16,IVF1024,PQ16  PCA64,VLQ1024x64,PQ16")
@@ -80,11 +82,11 @@ def index_factory(d: int, spec: str, *, random_state=None):
         last = tokens[-1]
         if last == "Hamming" or _MIH.fullmatch(last):
             return _binary(d, tokens, norm, random_state)
-        if last == "ADC":
+        if last in ("ADC", "FastScan"):
             return _adc(d, tokens, norm, random_state)
         if _RESIDUAL_PQ.fullmatch(last) and len(tokens) >= 2:
             return _inverted(d, tokens, norm, random_state)
-        raise _Refused(f"{last!r} cannot end a spec (Hamming, MIH, ADC or the PQ of an IVF/VLQ can)")
+        raise _Refused(f"{last!r} cannot end a spec (Hamming, MIH, ADC, FastScan or the PQ of an IVF/VLQ can)")
     except (_Refused, InputError) as exc:
         raise InputError(f"bad index spec {spec!r}: {exc}; {_VALID}") from None
 
@@ -169,11 +171,19 @@ def _adc(d, tokens, norm, random_state):
 
         if m.group(4):
             raise _Refused("GSL quantizers have 8 bits per sub-code: drop the x<nbits>")
+        if tokens[1] == "FastScan":
+            raise _Refused("GSL quantizers have 8 bits per sub-code and FastScan searches 4: use ADC")
         model = GSLQuantizer(n_bits=8 * M, quantizer=kind.lower(), random_state=random_state)
         if kind != "RQ" and M > model.dim:
             raise _Refused(f"{tokens[0]} has more sub-quantizers than the {model.dim} dimensions of GSL's representation")
         return ADCIndex(model, d=d, spec=norm)
     nbits = _number(m.group(4), "bits per sub-code", high=8) if m.group(4) else 8
+    if tokens[1] == "FastScan":
+        from .index import FastScanIndex
+
+        if nbits != 4:
+            raise _Refused(f"FastScan searches 4-bit sub-codes: write {kind}{M}x4,FastScan")
+        return FastScanIndex(_quantizer(kind, M, nbits, d, random_state), d=d, spec=norm)
     return ADCIndex(_quantizer(kind, M, nbits, d, random_state), d=d, spec=norm)
 
 

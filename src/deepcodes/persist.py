@@ -58,6 +58,7 @@ CLASS_MODULES: dict[str, str] = {
     "HammingIndex": "deepcodes.index.hamming",
     "MultiIndexHashing": "deepcodes.index.mih",
     "ADCIndex": "deepcodes.index.adc",
+    "FastScanIndex": "deepcodes.index.fastscan",
     "IVFADCIndex": "deepcodes.index.ivfadc",
     "VLQIndex": "deepcodes.index.vlq",
 }

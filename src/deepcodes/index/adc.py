@@ -63,20 +63,23 @@ class ADCIndex(FlatIndex):
     def _reconstruct_rows(self, rows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self._space.decode(self._store.codes[rows]), dtype=np.float32)
 
-    def _search(self, Q: np.ndarray, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, Q: np.ndarray, k: int, batch_size: int, **kernel_params) -> tuple[np.ndarray, np.ndarray]:
         batch_size = check_int(batch_size, "batch_size", low=1)
         space = self._space
-        codes, bias = self._store.codes, self._store.aux
-        # a heap wins for small k; for long rankings a stable sort of all distances is faster
-        kernel = adc_rank if 8 * k >= self.ntotal else adc_knn
         out_d = np.empty((Q.shape[0], k), dtype=np.float32)
         out_i = np.empty((Q.shape[0], k), dtype=np.int64)
         for s in range(0, Q.shape[0], batch_size):
             q = Q[s:s + batch_size]
             tables = np.ascontiguousarray(space.adc_tables(q), dtype=np.float32)
             q_bias = np.asarray(space.query_bias(q), dtype=np.float32)
-            out_d[s:s + batch_size], out_i[s:s + batch_size] = kernel(tables, codes, bias, q_bias, k)
+            out_d[s:s + batch_size], out_i[s:s + batch_size] = self._tables_knn(tables, q_bias, k, **kernel_params)
         return out_d, self._store.ids[out_i]
+
+    def _tables_knn(self, tables: np.ndarray, q_bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest rows for one batch of tables (nq, M, K): ``(distances, rows)``."""
+        # a heap wins for small k; for long rankings a stable sort of all distances is faster
+        kernel = adc_rank if 8 * k >= self.ntotal else adc_knn
+        return kernel(tables, self._store.codes, self._store.aux, q_bias, k)
 
     @classmethod
     def _build(cls, params, coder):

@@ -1,0 +1,245 @@
+"""4-bit fast-scan kernels (André, Kermarrec & Le Scouarnec, "Cache locality is not enough", VLDB 2015;
+faiss's ``PQ32x4fs``): PQ codes of 4 bits per sub-quantizer, searched through 8-bit look-up tables
+held in SIMD registers, then the shortlist re-ranked with the exact float tables.
+
+Layout. Codes go in blocks of 32. A block holds, for each pair of sub-quantizers (2p, 2p + 1), 32
+bytes: byte r is code r's sub-code 2p in its low nibble and 2p + 1 in its high nibble. A query's
+8-bit table for one sub-quantizer is its 16 entries, stored twice (one copy per 128-bit lane).
+
+Kernel. One AVX2 ``vpshufb`` looks up 32 codes' sub-codes at once; the 8-bit results are summed in
+16-bit lanes (even bytes and odd bytes in two accumulators, faiss's trick: the even sums are the
+full 16-bit sums minus 256 times the odd ones), four queries per pass over a block so each block's
+bytes are loaded and split into nibbles once per four queries. numba has no SIMD shuffle, so the
+block kernel is written in LLVM IR through ``numba.extending.intrinsic``; on a CPU without AVX2 a
+plain loop computes the same integers.
+
+Results are exact integers: the 8-bit tables are ``round((T[m, j] - min_j T[m, j]) * scale)`` with one
+scale per query, so a code's fast-scan sum is a monotone approximation of its ADC distance; the
+shortlist is the ``k'`` smallest (sum, position) pairs, and re-ranking computes each candidate's
+exact distance in the same float32 order as :func:`deepcodes.index.kernels.adc_knn`. The final
+top-k therefore equals exact ADC's whenever the shortlist holds exact ADC's top-k.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..knn.heap import heap_drain, heap_offer
+
+BLOCK = 32  # codes per block
+QUERIES = 4  # queries per pass over a block
+HAVE_AVX2 = bool(llvm.get_host_cpu_features().get("avx2", False))
+
+
+@intrinsic
+def _accumulate_block(typingctx, packed, offset, luts, n_pairs, out):
+    """out[q * 32 + lane] (uint16, 4 queries x 32 lanes) = the table sums of one block of codes
+    starting at byte ``offset`` of ``packed``, for the 4 queries whose tables ``luts`` holds as
+    [pair][query][low, high][32 bytes]. Lane l < 16 is the block's code 2l, lane 16 + l code 2l + 1."""
+    sig = types.void(packed, offset, luts, n_pairs, out)
+
+    def codegen(context, builder, signature, args):
+        packed_v, offset_v, luts_v, n_pairs_v, out_v = args
+        codes_ptr = builder.gep(context.make_array(signature.args[0])(context, builder, packed_v).data, [offset_v])
+        lut_ptr = context.make_array(signature.args[2])(context, builder, luts_v).data
+        out_ptr = context.make_array(signature.args[4])(context, builder, out_v).data
+        i64 = ir.IntType(64)
+        v32i8 = ir.VectorType(ir.IntType(8), 32)
+        v16i16 = ir.VectorType(ir.IntType(16), 16)
+        pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32i8, [v32i8, v32i8]),
+                                                "llvm.x86.avx2.pshuf.b")
+        zero = ir.Constant(v16i16, None)
+        full = [cgutils.alloca_once_value(builder, zero) for _ in range(QUERIES)]
+        odd = [cgutils.alloca_once_value(builder, zero) for _ in range(QUERIES)]
+        nibble = ir.Constant(v32i8, [0x0F] * 32)
+        four = ir.Constant(v32i8, [4] * 32)
+        eight = ir.Constant(v16i16, [8] * 16)
+
+        def load32(ptr, byte_offset):
+            return builder.load(builder.bitcast(builder.gep(ptr, [byte_offset]), v32i8.as_pointer()), align=1)
+
+        with cgutils.for_range(builder, n_pairs_v) as loop:
+            p = loop.index
+            codes = load32(codes_ptr, builder.mul(p, ir.Constant(i64, BLOCK)))
+            low = builder.and_(codes, nibble)
+            high = builder.and_(builder.lshr(codes, four), nibble)
+            pair_luts = builder.mul(p, ir.Constant(i64, QUERIES * 2 * 32))
+            for q in range(QUERIES):
+                at = builder.add(pair_luts, ir.Constant(i64, q * 64))
+                a = builder.bitcast(builder.call(pshufb, [load32(lut_ptr, at), low]), v16i16)
+                b = builder.bitcast(builder.call(pshufb, [load32(lut_ptr, builder.add(at, ir.Constant(i64, 32))),
+                                                          high]), v16i16)
+                builder.store(builder.add(builder.load(full[q]), builder.add(a, b)), full[q])
+                builder.store(builder.add(builder.load(odd[q]), builder.add(builder.lshr(a, eight),
+                                                                          builder.lshr(b, eight))), odd[q])
+        for q in range(QUERIES):
+            o = builder.load(odd[q])
+            even = builder.sub(builder.load(full[q]), builder.shl(o, eight))
+            dst = builder.gep(out_ptr, [ir.Constant(i64, q * BLOCK)])
+            builder.store(even, builder.bitcast(dst, v16i16.as_pointer()), align=1)
+            dst = builder.gep(out_ptr, [ir.Constant(i64, q * BLOCK + 16)])
+            builder.store(o, builder.bitcast(dst, v16i16.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(inline="always")
+def _accumulate_block_scalar(packed, offset, luts, n_pairs, out):
+    """What :func:`_accumulate_block` computes, one byte at a time (CPUs without AVX2, and tests)."""
+    out[:] = 0
+    for p in range(n_pairs):
+        for r in range(BLOCK):
+            c = packed[offset + p * BLOCK + r]
+            lane = r // 2 + 16 * (r % 2)
+            for q in range(QUERIES):
+                at = (p * QUERIES + q) * 64
+                out[q * BLOCK + lane] += np.uint16(luts[at + (c & 15)]) + np.uint16(luts[at + 32 + (c >> 4)])
+
+
+@nb.njit(inline="always")
+def _lane_position(lane):
+    """The position within its block of the code a lane holds."""
+    return 2 * lane if lane < 16 else 2 * (lane - 16) + 1
+
+
+@nb.njit(parallel=True, cache=True)
+def shortlist(luts, packed, n, n_pairs, kprime, simd):
+    """The ``kprime`` smallest (fast-scan sum, position) pairs of every query.
+
+    ``luts`` (n_groups, n_pairs * 256) uint8: the 8-bit tables of 4 queries per row (see
+    :func:`quantize_tables`); ``packed`` (n_blocks * n_pairs * 32,) uint8 (see :func:`pack_codes`);
+    ``n`` codes (positions >= n are padding). Returns ``(sums (n_groups * 4, kprime) float32,
+    positions (n_groups * 4, kprime) int64)`` in (sum, position) order, padded with (inf, -1).
+    """
+    n_groups = luts.shape[0]
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    out_d = np.full((n_groups * QUERIES, kprime), np.inf, dtype=np.float32)
+    out_i = np.full((n_groups * QUERIES, kprime), -1, dtype=np.int64)
+    for g in nb.prange(n_groups):
+        heap_d = np.empty((QUERIES, kprime), dtype=np.float32)
+        heap_i = np.empty((QUERIES, kprime), dtype=np.int64)
+        size = np.zeros(QUERIES, dtype=np.int64)
+        # the admission bound (the worst kept sum once a heap is full) as an integer, so the
+        # block test compares integers
+        worst = np.full(QUERIES, 65535, dtype=np.int64)
+        acc = np.empty(QUERIES * BLOCK, dtype=np.uint16)
+        group_luts = luts[g]
+        for b in range(n_blocks):
+            if simd:
+                _accumulate_block(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
+            else:
+                _accumulate_block_scalar(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
+            for q in range(QUERIES):
+                w = worst[q]
+                sums = acc[q * BLOCK:(q + 1) * BLOCK]
+                hit = False
+                for lane in range(BLOCK):
+                    hit |= sums[lane] <= w
+                if not hit:
+                    continue
+                for lane in range(BLOCK):
+                    d = sums[lane]
+                    if d <= w:
+                        i = b * BLOCK + _lane_position(lane)
+                        if i < n:
+                            size[q] = heap_offer(heap_d[q], heap_i[q], size[q], kprime, d, i)
+                            if size[q] == kprime:
+                                w = np.int64(heap_d[q, 0])
+                worst[q] = w
+        for q in range(QUERIES):
+            heap_drain(heap_d[q], heap_i[q], size[q], out_d[g * QUERIES + q], out_i[g * QUERIES + q])
+    return out_d, out_i
+
+
+@nb.njit(inline="always")
+def _sub_code(packed, n_pairs, i, m):
+    byte = np.int64(packed[((i // BLOCK) * n_pairs + m // 2) * BLOCK + i % BLOCK])
+    return (byte >> 4) if m % 2 else (byte & 15)
+
+
+@nb.njit(parallel=True, cache=True)
+def rerank(tables, packed, n_pairs, db_bias, q_bias, candidates, k):
+    """Exact ADC distances of each query's candidates, and their k smallest (distance, position).
+
+    ``tables`` (nq, M, 16) float32 exact ADC tables; ``candidates`` (nq, kprime) int64 positions (-1:
+    none). The distance is summed as :func:`deepcodes.index.kernels.adc_knn` sums it. Returns
+    ``(distances (nq, k) float32, positions (nq, k) int64)``, padded with (inf, -1).
+    """
+    nq, M, _ = tables.shape
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    for q in nb.prange(nq):
+        heap_d = np.empty(k, dtype=np.float32)
+        heap_i = np.empty(k, dtype=np.int64)
+        size = 0
+        t = tables[q]
+        for c in range(candidates.shape[1]):
+            i = candidates[q, c]
+            if i < 0:
+                continue
+            acc = db_bias[i] + q_bias[q]
+            for m in range(M):
+                acc += t[m, _sub_code(packed, n_pairs, i, m)]
+            size = heap_offer(heap_d, heap_i, size, k, acc, i)
+        heap_drain(heap_d, heap_i, size, out_d[q], out_i[q])
+    return out_d, out_i
+
+
+@nb.njit(cache=True)
+def _pack(codes, n_pairs, out):
+    n, M = codes.shape
+    for i in range(n):
+        base = (i // BLOCK) * n_pairs * BLOCK + i % BLOCK
+        for p in range(n_pairs):
+            low = codes[i, 2 * p]
+            high = codes[i, 2 * p + 1] if 2 * p + 1 < M else 0
+            out[base + p * BLOCK] = low | (high << 4)
+
+
+def pack_codes(codes: np.ndarray) -> np.ndarray:
+    """4-bit sub-codes (n, M) uint8 (values < 16) in the block layout: (ceil(n / 32) * ceil(M / 2) * 32,)
+    uint8, padding codes and the odd M's last high nibble zero."""
+    n, M = codes.shape
+    n_pairs = -(-M // 2)
+    out = np.zeros(-(-n // BLOCK) * n_pairs * BLOCK, dtype=np.uint8)
+    _pack(np.ascontiguousarray(codes, dtype=np.uint8), n_pairs, out)
+    return out
+
+
+@nb.njit(cache=True)
+def _unpack(packed, n_pairs, n, M, out):
+    for i in range(n):
+        for m in range(M):
+            out[i, m] = _sub_code(packed, n_pairs, i, m)
+
+
+def unpack_codes(packed: np.ndarray, n: int, M: int) -> np.ndarray:
+    """The inverse of :func:`pack_codes`: (n, M) uint8."""
+    out = np.empty((n, M), dtype=np.uint8)
+    _unpack(packed, -(-M // 2), n, M, out)
+    return out
+
+
+def quantize_tables(tables: np.ndarray) -> np.ndarray:
+    """8-bit tables of float ADC tables (nq, M, 16): ``round((T - min_j T[m]) * 255 / max_m range_m)``
+    per query (one scale per query keeps the sums' order close to the distances'), in the kernel's
+    layout (ceil(nq / 4), ceil(M / 2) * 256) uint8; missing queries and the odd M's extra
+    sub-quantizer get zero tables."""
+    nq, M, K = tables.shape
+    low = tables.min(axis=2, keepdims=True)
+    span = (tables - low).max(axis=(1, 2))
+    scale = np.where(span > 0, 255.0 / np.maximum(span, np.finfo(np.float32).tiny), 0.0).astype(np.float32)
+    q8 = np.rint((tables - low) * scale[:, None, None]).clip(0, 255).astype(np.uint8)
+    n_pairs = -(-M // 2)
+    groups = -(-nq // QUERIES)
+    full = np.zeros((groups * QUERIES, 2 * n_pairs, K), dtype=np.uint8)
+    full[:nq, :M] = q8
+    # [group][query][pair][low/high][16] -> [group][pair][query][low/high][16 twice]
+    lay = full.reshape(groups, QUERIES, n_pairs, 2, K).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(np.concatenate([lay, lay], axis=-1)).reshape(groups, n_pairs * QUERIES * 2 * 2 * K)
