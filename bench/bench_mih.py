@@ -1,6 +1,6 @@
 """Multi-index hashing vs faiss IndexBinaryFlat vs HammingIndex: exact Hamming k-NN on 1M codes.
 
-Code sets (``--n`` database codes, 1,000 queries each):
+Code sets (``--n`` database codes, ``--nq`` queries each, at most 1,000):
 
 * ``random-64``, ``random-128``: uniform random bits (the hardest case for multi-index hashing:
   the k-th neighbour is far away);
@@ -44,9 +44,10 @@ SWEEP = {64: (3, 4, 5, 6), 128: (6, 8, 9, 10, 12)}
 METHODS = ("faiss IndexBinaryFlat", "HammingIndex", "MultiIndexHashing", "faiss IndexBinaryMultiHash")
 
 
-def code_sets(n, n_train, rng):
-    """Yield (name, n_bits, database codes, query codes)."""
+def code_sets(n, n_train, nq, rng):
+    """Yield (name, n_bits, database codes, query codes) for the first ``nq`` queries."""
     base, queries, _ = load_sift_cifar(progress=True)
+    queries = queries[:nq]
     if base.shape[0] < n:
         raise SystemExit(f"SIFT1M-CIFAR has {base.shape[0]} base vectors, fewer than --n {n}")
     train = np.asarray(base[np.sort(rng.choice(base.shape[0], n_train, replace=False))], dtype=np.float32)
@@ -170,6 +171,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--train", type=int, default=50_000, help="ITQ training vectors (sampled from the base)")
+    parser.add_argument("--nq", type=int, default=1000, help="queries (the first of the set's 1,000)")
     parser.add_argument("--sweep", action="store_true", help="also sweep the number of substrings m at k = 10")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     Harness.add_arguments(parser)
@@ -182,7 +184,7 @@ def main():
         return
     rng = np.random.default_rng(0)
     rows, sweeps = [], {}
-    for name, n_bits, db, q in code_sets(args.n, args.train, rng):
+    for name, n_bits, db, q in code_sets(args.n, args.train, args.nq, rng):
         set_rows, sweeps[name] = bench_set(h, name, n_bits, db, q, args.sweep)
         rows += set_rows
     h.finish(rows, sweeps=sweeps, info={"n": args.n, "nq": rows[0]["nq"]})
