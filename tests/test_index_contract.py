@@ -133,6 +133,27 @@ def test_bad_ids_leave_the_index_unchanged(kind, data):
         _assert_same(_snapshot(index, Q, params), before)
 
 
+def test_a_repeated_id_is_caught_while_additions_are_still_queued(kind, data):
+    # batches under unordered ids stay queued (unmerged) between adds; the check still sees them
+    X, Q = data
+    index = BUILDERS[kind](X)
+    ids = np.random.default_rng(1).choice(10**6, 900, replace=False).astype(np.int64)
+    index.add(X[:300], ids[:300])
+    index.add(X[300:600], ids[300:600])
+    with pytest.raises(InputError, match=f"id {ids[450]} is already in the index"):
+        index.add(X[600:602], [ids[600], ids[450]])
+    index.add(X[600:900], ids[600:900])
+    assert index.ntotal == 900 and index.contains(ids).all()
+    whole = BUILDERS[kind](X)
+    whole.add(X[:900], ids)
+    _assert_same(index.search(Q, 20, **EXHAUSTIVE[kind]), whole.search(Q, 20, **EXHAUSTIVE[kind]))
+    index.remove(ids[:100])
+    with pytest.raises(InputError, match=f"id {ids[200]} is already in the index"):
+        index.add(X[:2], [ids[50], ids[200]])
+    index.add(X[:1], [ids[50]])
+    assert ids[50] in index and index.ntotal == 801
+
+
 def test_default_ids_continue_after_the_largest(kind, data):
     X, _ = data
     index = BUILDERS[kind](X)

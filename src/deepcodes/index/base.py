@@ -125,13 +125,15 @@ class CodeIndex:
         if ids.shape[0] != n:
             raise InputError(f"got {ids.shape[0]} ids for {n} items")
         order = np.argsort(ids, kind="stable")
-        repeated = order[1:][ids[order[1:]] == ids[order[:-1]]]
+        ascending = ids[order]
+        repeated = order[1:][ascending[1:] == ascending[:-1]]
         if repeated.size:
             raise InputError(f"id {ids[repeated.min()]} appears twice in the ids being added")
-        if n and ids.min() <= self._store.max_id:
-            stored = self._store.find(ids)[1]
+        if n and ascending[0] <= self._store.max_id:
+            # ascending needles: each binary search starts where the previous one ended (cache-friendly)
+            stored = self._store.stored(ascending)
             if stored.any():
-                raise InputError(f"id {ids[np.argmax(stored)]} is already in the index")
+                raise InputError(f"id {ids[order[stored].min()]} is already in the index")
         return ids
 
     def _rows(self, ids, what: str = "") -> np.ndarray:
@@ -380,3 +382,21 @@ def find_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np
     found = (pos < len(sorted_ids)) & (sorted_ids[pos_c] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
     return pos_c, found
 
+
+class PendingIds:
+    """The ids of additions a store has queued but not merged, kept sorted as they arrive, so that
+    checking a new batch against everything stored needs no merge (adding n items in b batches under
+    unordered ids then costs b sorts of ids, not b merges and argsorts of the whole store)."""
+
+    def __init__(self):
+        self.sorted = np.empty(0, dtype=np.int64)
+
+    def add(self, ids: np.ndarray) -> None:
+        # two sorted runs after the batch's own sort: the stable sort (timsort) merges them in one pass
+        self.sorted = np.sort(np.concatenate([self.sorted, np.sort(ids)]), kind="stable")
+
+    def clear(self) -> None:
+        self.sorted = np.empty(0, dtype=np.int64)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        return find_sorted(self.sorted, ids)[1]

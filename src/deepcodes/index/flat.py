@@ -8,7 +8,7 @@ from .. import nested
 from ..errors import FormatError
 from ..validation import check_codes
 from ..coders.base import fit_with_progress, is_fitted
-from .base import CodeIndex, find_sorted
+from .base import CodeIndex, PendingIds, find_sorted
 
 
 def read_only(arr: np.ndarray) -> np.ndarray:
@@ -34,6 +34,7 @@ class FlatCodes:
         self._ids = np.empty(0, dtype=np.int64)
         self._aux = np.empty(0, dtype=np.float32) if with_aux else None
         self._pending: list[tuple] = []
+        self._pending_ids = PendingIds()
         self._n_pending = 0
         self._in_order = True
         self.max_id = -1
@@ -66,6 +67,7 @@ class FlatCodes:
             return
         self._in_order &= bool(ids[0] > self.max_id and (ids[1:] > ids[:-1]).all())
         self._pending.append((codes, ids, aux))
+        self._pending_ids.add(ids)
         self._n_pending += codes.shape[0]
         self.max_id = max(self.max_id, int(ids.max()))
         self.version += 1
@@ -82,6 +84,7 @@ class FlatCodes:
             aux = None if aux is None else aux[order]
         self._codes, self._ids, self._aux = codes, ids, aux
         self._pending, self._n_pending, self._in_order = [], 0, True
+        self._pending_ids.clear()
 
     @property
     def codes(self) -> np.ndarray:
@@ -103,6 +106,10 @@ class FlatCodes:
     def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, found)`` of ``ids``."""
         return find_sorted(self.ids, ids)
+
+    def stored(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of ``ids`` is stored or queued (bool (n,)), without merging the queue."""
+        return find_sorted(self._ids, ids)[1] | self._pending_ids.contains(ids)
 
     def remove(self, rows: np.ndarray) -> None:
         keep = np.ones(self.ntotal, dtype=bool)

@@ -18,7 +18,7 @@ from ..coders.pq import pq_encode, pq_train, check_quantizer_shape
 from ..errors import FormatError, InputError
 from ..validation import check_codes, check_int, check_labels, check_matrix, rng_from
 from ..coders.base import fit_with_progress, is_fitted
-from .base import CodeIndex, find_sorted
+from .base import CodeIndex, PendingIds, find_sorted
 from .flat import read_only
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ class InvertedLists:
         self._ids = np.empty(0, dtype=np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._n_pending = 0
-        self._by_id = (-1, None, None)
+        self._pending_ids = PendingIds()
+        # (merged ids ascending, their rows): built on demand, dropped when the merged arrays change
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None
         self.max_id = -1
         self.version = 0
 
@@ -69,6 +71,7 @@ class InvertedLists:
         """Queue entries (ids distinct and not stored: the caller checked); they join the CSR arrays
         on the next access."""
         self._pending.append((list_ids.astype(np.int64, copy=False), codes, ids))
+        self._pending_ids.add(ids)
         self._n_pending += codes.shape[0]
         self.max_id = max(self.max_id, int(ids.max()))
         self.version += 1
@@ -84,6 +87,8 @@ class InvertedLists:
         self._set_offsets(list_ids)
         self._pending = []
         self._n_pending = 0
+        self._pending_ids.clear()
+        self._by_id = None
 
     def _set_offsets(self, list_ids: np.ndarray) -> None:
         self._offsets = np.zeros(self.nlist + 1, dtype=np.int64)
@@ -109,16 +114,19 @@ class InvertedLists:
         return read_only(self._ids)
 
     def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids ascending, their rows)``, kept until the next change."""
-        version, sorted_ids, rows = self._by_id
-        if version != self.version or sorted_ids is None:
-            rows = np.argsort(self.ids, kind="stable")
-            sorted_ids = self._ids[rows]
-            self._by_id = (self.version, sorted_ids, rows)
-        return sorted_ids, rows
+        """``(merged ids ascending, their rows)``, kept until the merged arrays change."""
+        if self._by_id is None:
+            rows = np.argsort(self._ids, kind="stable")
+            self._by_id = (self._ids[rows], rows)
+        return self._by_id
+
+    def stored(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of ``ids`` is stored or queued (bool (n,)), without merging the queue."""
+        return find_sorted(self._sorted_ids()[0], ids)[1] | self._pending_ids.contains(ids)
 
     def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, found)`` of ``ids``: rows into ``codes``/``ids``."""
+        self._merge()
         sorted_ids, rows = self._sorted_ids()
         pos, found = find_sorted(sorted_ids, ids)
         return (rows[pos] if rows.size else pos), found
@@ -133,6 +141,7 @@ class InvertedLists:
         keep[rows] = False
         list_ids = self.row_lists()[keep]
         self._codes, self._ids = self._codes[keep], self._ids[keep]
+        self._by_id = None
         self._set_offsets(list_ids)
         self.max_id = int(self._ids.max()) if self._ids.size else -1
         self.version += 1
