@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DeepcodesError, InputError
+from .methods import SET_BY_COMMAND
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Learn compact codes (binary hashing, vector quantization) and search them.")
@@ -48,6 +49,8 @@ def _parse_options(options: list[str]) -> dict:
         if "=" not in item:
             raise InputError(f"--option takes key=value, got {item!r}")
         key, value = item.split("=", 1)
+        if key in SET_BY_COMMAND:
+            raise InputError(f"{key} is set by {SET_BY_COMMAND[key]}, not by --option")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -90,15 +93,19 @@ def datasets(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 @app.command()
 def fit(method: str = typer.Argument(..., help="Method name (see `deepcodes methods`)."),
         bits: int = typer.Option(..., "--bits", "-b", help="Code length in bits (code size for quantizers)."),
-        protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol whose training set to fit on."),
         output: Path = typer.Option(..., "--output", "-o", help="Model file to write."),
+        protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Protocol whose training set to fit on."),
+        data: Optional[str] = typer.Option(None, "--data", help="Or: a vector file to fit on (npy, fvecs/bvecs, "
+                                           "FILE.hdf5[:dataset], text)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of the --data rows (npy or one a line)."),
+        max_train: Optional[int] = typer.Option(None, "--max-train", help="Train on a seeded sample of at most N rows."),
         seed: int = typer.Option(0, "--seed", help="random_state of the coder."),
         quantizer: Optional[str] = typer.Option(None, "--quantizer", help="Quantizer family for methods that take one."),
         device: Optional[str] = typer.Option(None, "--device", help="torch device for deep methods (cpu, cuda)."),
         option: list[str] = typer.Option([], "--option", help="Extra coder parameter key=value (repeatable)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Fit METHOD at --bits on the training set of --protocol and save it to --output."""
-    from .pipeline import fit_method
+    """Fit METHOD at --bits on the training set of --protocol (or on --data) and save it to --output."""
+    from .pipeline import fit_coder, fit_method
 
     try:
         options = _parse_options(option)
@@ -106,15 +113,36 @@ def fit(method: str = typer.Argument(..., help="Method name (see `deepcodes meth
             options["quantizer"] = quantizer
         if device is not None:
             options["device"] = device
-        coder = fit_method(method, bits, protocol, random_state=seed, **options)
+        if (protocol is None) == (data is None):
+            raise InputError("give exactly one of --protocol and --data")
+        if labels is not None and data is None:
+            raise InputError("--labels goes with --data (a protocol has its own labels)")
+        if data is None:
+            coder = fit_method(method, bits, protocol, random_state=seed, max_train=max_train, **options)
+        else:
+            coder = _fit_on_file(fit_coder, method, bits, data, labels, max_train, seed, options)
         coder.save(output)
-    except (DeepcodesError, TypeError) as exc:
+    except DeepcodesError as exc:
         _fail(exc)
     info = dict(coder.meta_, output=str(output))
     if as_json:
         _emit_json(info)
     else:
-        console.print(f"fitted {method} ({bits} bits) on {protocol} in {info['fit_seconds']:.1f}s -> {output}")
+        console.print(f"fitted {method} ({bits} bits) on {info['protocol']} ({info['n_train']} rows) in "
+                      f"{info['fit_seconds']:.1f}s -> {output}")
+
+
+def _fit_on_file(fit_coder, method, bits, data, labels, max_train, seed, options):
+    """Fit on a seeded sample of at most ``max_train`` rows of the vector file ``data``."""
+    from .data.vectors import open_vectors, read_labels
+
+    with open_vectors(data) as vectors:
+        y = read_labels(labels, vectors.n)[0] if labels is not None else None
+        X, rows = vectors.sample(max_train, random_state=seed)
+        coder = fit_coder(method, bits, X, None if y is None else y[rows], trained_on=vectors.name,
+                          random_state=seed, max_train=max_train, **options)
+        coder.meta_.update(data=str(data), n_available=vectors.n)
+    return coder
 
 
 @app.command()
@@ -140,9 +168,11 @@ def _metrics_table(result: dict) -> Table:
         table.add_row(f"precision@{k}", f"{v:.4f}")
     for k, v in result["recall_at_R"].items():
         table.add_row(f"recall@{k}", f"{v:.4f}")
-    for key, label in (("one_recall_at_R", "1-recall@{}"), ("R_recall_at_R", "{0}-recall@{0}")):
-        for k, v in result.get(key, {}).items():
-            table.add_row(label.format(k), f"{v:.4f}")
+    for k, v in result.get("one_recall_at_R", {}).items():
+        table.add_row(f"1-recall@{k}", f"{v:.4f}")
+    for k, v in result.get("R_recall_at_R", {}).items():
+        if k != "1":  # R-recall@R at R = 1 is 1-recall@1, already printed
+            table.add_row(f"{k}-recall@{k}", f"{v:.4f}")
     if "precision_radius2" in result:
         table.add_row("precision (Hamming radius <= 2)", f"{result['precision_radius2']:.4f}")
     table.caption = (f"{result['n_queries']} queries, {result['n_database']} database items; "
@@ -152,17 +182,32 @@ def _metrics_table(result: dict) -> Table:
 
 @app.command()
 def evaluate(model: Path = typer.Argument(..., help="Model file written by `deepcodes fit`."),
-             protocol: str = typer.Option(..., "--protocol", "-p", help="Protocol to evaluate on."),
+             protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Protocol to evaluate on."),
+             data: Optional[str] = typer.Option(None, "--data", help="Or: the vectors to rank (any vector file)."),
+             queries: Optional[str] = typer.Option(None, "--queries", help="Query vectors for --data "
+                                                  "(default for HDF5: its 'test' set)."),
+             gt: Optional[str] = typer.Option(None, "--gt", help="Exact neighbour rows of each query (ivecs, npy, "
+                                              "HDF5 'neighbors'); computed when absent."),
+             labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of the --data rows: class relevance."),
+             query_labels: Optional[Path] = typer.Option(None, "--query-labels", help="Labels of the queries."),
              as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
              progress: bool = typer.Option(True, help="Show a progress bar.")):
-    """Encode the protocol's database and queries with MODEL, rank, and print the metrics."""
+    """Encode the database and queries (of --protocol, or --data and --queries) with MODEL, rank, and print the metrics."""
     from . import persist
     from .pipeline import evaluate_coder
 
     try:
+        if (protocol is None) == (data is None):
+            raise InputError("give exactly one of --protocol and --data")
+        if data is None and any(x is not None for x in (queries, gt, labels, query_labels)):
+            raise InputError("--queries, --gt, --labels and --query-labels go with --data")
         coder = persist.load(model)
         if not hasattr(coder, "encode"):
             raise InputError(f"{model} holds a {type(coder).__name__}, not a coder")
+        if data is not None:
+            from .data.file_protocol import protocol_from_files
+
+            protocol = protocol_from_files(data, queries, gt=gt, labels=labels, query_labels=query_labels)
         result = evaluate_coder(coder, protocol, progress=progress and not as_json)
     except DeepcodesError as exc:
         _fail(exc)
