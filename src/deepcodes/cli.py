@@ -286,6 +286,41 @@ def data(name: str = typer.Argument(..., help=f"Dataset to build: {', '.join(DAT
     _emit_json(info)
 
 
+@app.command()
+def serve(index: Path = typer.Argument(..., help="Index file (or, with --ray, a folder from `build --shards`)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (loopback by default)."),
+          port: int = typer.Option(8000, "--port", help="TCP port."),
+          token: Optional[str] = typer.Option(None, "--token", envvar="DEEPCODES_TOKEN",
+                                              help="Require 'Authorization: Bearer TOKEN' (all but /healthz)."),
+          data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Snapshots and write-ahead log "
+                                                  "(default INDEX.service)."),
+          ray: Optional[str] = typer.Option(None, "--ray", help="Ray address ('auto', 'local' or "
+                                            "HOST:PORT) to serve a sharded index from."),
+          gallery: Optional[Path] = typer.Option(None, "--gallery", help="Raw vectors of the indexed items "
+                                                 "(for the page's images and the measured recall)."),
+          labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of the --gallery rows."),
+          ids: Optional[Path] = typer.Option(None, "--ids", help="Ids of the --gallery rows (default 0..n-1)."),
+          max_batch: int = typer.Option(10_000, "--max-batch", help="Most vectors or queries in one request."),
+          max_k: int = typer.Option(1000, "--max-k", help="Largest k."),
+          max_body_mb: int = typer.Option(64, "--max-body-mb", help="Largest request body (MiB)."),
+          snapshot_every: int = typer.Option(20000, "--snapshot-every", help="Snapshot after this many changes..."),
+          snapshot_interval: float = typer.Option(30.0, "--snapshot-interval", help="...or this many seconds "
+                                                  "after the first unsnapshotted change.")):
+    """Serve INDEX over HTTP: JSON search/add/delete, a web page, Prometheus metrics; durable."""
+    from .service.app import Limits
+    from .service.server import gallery_from_files, serve as run_service
+
+    try:
+        if gallery is None and (labels is not None or ids is not None):
+            raise InputError("--labels and --ids describe the --gallery rows: give --gallery too")
+        rows = gallery_from_files(gallery, labels, ids) if gallery is not None else None
+        run_service(index, host=host, port=port, token=token, data_dir=data_dir, ray_address=ray,
+                    gallery=rows, limits=Limits(max_body_mb << 20, max_batch, max_k),
+                    snapshot_every=snapshot_every, snapshot_interval=snapshot_interval)
+    except DeepcodesError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     app()
 

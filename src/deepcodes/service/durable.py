@@ -328,6 +328,11 @@ class DurableIndex:
         with self.lock.read():
             return self.index.search_by_id(ids, k, **params)
 
+    def warm_up(self) -> None:
+        """One search, so that kernels are compiled (or loaded from numba's cache) before clients come."""
+        if self.index.ntotal:
+            self.search(np.zeros((1, self.index.d), np.float32), 1)
+
     def contains(self, ids) -> np.ndarray:
         with self.lock.read():
             return np.asarray(self.index.contains(np.asarray(ids, np.int64)), dtype=bool)

@@ -90,6 +90,16 @@ class Gallery:
         copy._chunks, copy._where, copy.keys, copy.scale = list(self._chunks), dict(self._where), dict(self.keys), self.scale
         return copy
 
+    def subset(self, keep) -> "Gallery":
+        """A gallery of the items for which ``keep(ids) -> bool array`` is true."""
+        ids, vectors, labels = self.live()
+        sel = np.asarray(keep(ids), dtype=bool)
+        part = Gallery(self.d)
+        part.add(ids[sel], vectors[sel], labels[sel])
+        part.keys = {i: k for i, k in self.keys.items() if i in part}
+        part.scale = self.scale
+        return part
+
     def live(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(ids, vectors, labels)`` of every stored item, in insertion order."""
         chunks = list(self._chunks)
