@@ -11,6 +11,9 @@ from deepcodes.cluster import ShardedIndex, merge_topk, shard_of
 from deepcodes.errors import InputError, UnavailableError
 
 
+pytestmark = pytest.mark.xdist_group("ray")
+
+
 def test_merge_of_shard_top_k_is_the_global_top_k():
     rng = np.random.default_rng(0)
     for dtype in (np.int32, np.float32):

@@ -12,6 +12,8 @@ from deepcodes import load
 
 from servers import Server, mnist_files
 
+pytestmark = pytest.mark.xdist_group("service-http")
+
 TOKEN = "s3cret-token"
 
 

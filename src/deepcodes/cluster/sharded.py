@@ -198,7 +198,9 @@ class ShardedIndex:
                 ray.init(address=address, log_to_driver=False)
         remote = ray.remote(ShardActor).options(
             max_restarts=max_restarts, max_task_retries=0, max_concurrency=8, num_cpus=0,
-            scheduling_strategy="SPREAD")
+            scheduling_strategy="SPREAD",
+            # One kernel thread per call, as in `deepcodes serve`: concurrency comes from the calls.
+            runtime_env={"env_vars": {"NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", "1")}})
         n = int(manifest["n_shards"])
         actors = [remote.remote(str(root / f"shard-{i:03d}"), snapshot_every, snapshot_interval)
                   for i in range(n)]

@@ -155,6 +155,9 @@ class DurableIndex:
     ``notes`` says what recovery skipped.
     """
 
+    #: Searches are short in-process calls: the service runs them on its event loop.
+    searches_inline = True
+
     def __init__(self, data_dir: Path, index, gallery: Gallery | None, wal: WriteAheadLog, seq: int,
                  snapshot_seqs: list[int], notes: list[str], *, snapshot_every: int,
                  snapshot_interval: float, background: bool):

@@ -1,0 +1,173 @@
+"""Load on the real service (loopback only, bounded): 32 concurrent clients for 60 s of mixed
+single-query searches and single-vector adds against `deepcodes serve` holding the 60,000-item MNIST
+database (mnist-unsup) as `ITQ64,Hamming`; then the same against the Ray-backed service with 2 shards.
+
+    python bench/bench_service.py [--duration 60] [--clients 32] [--add-fraction 0.1] [--only single|ray]
+
+Prints requests/s, p50/p99 latency per kind and the errors, with the load average before and after
+(the machine is shared: a load average above the core count means other work ran at the same time).
+Clients and server share the machine's cores; every latency is a full HTTP round trip.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent / "results"
+
+
+def build(folder: Path, shards: int | None):
+    """The ITQ64 Hamming index of mnist-unsup's database (ids 0..59999); sharded when asked."""
+    from deepcodes.cluster import ShardedIndex
+    from deepcodes.coders import ITQ
+    from deepcodes.data import load_protocol
+    from deepcodes.index import HammingIndex
+
+    p = load_protocol("mnist-unsup")
+    index = HammingIndex(coder=ITQ(n_bits=64, random_state=0).fit(p.train))
+    ids = np.arange(len(p.database), dtype=np.int64)
+    index.add(p.database, ids=ids)
+    if shards:
+        return ShardedIndex.split(index, ids, folder / "mnist-sharded", shards), p
+    index.save(folder / "mnist.dcx")
+    return folder / "mnist.dcx", p
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(index: Path, data: Path | None, ray: bool, log: Path):
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "deepcodes.cli", "serve", str(index), "--port", str(port)]
+    cmd += ["--ray", "local"] if ray else ["--data-dir", str(data)]
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start in 300 s")
+
+
+async def load(url: str, queries: np.ndarray, adds: np.ndarray, clients: int, duration: float,
+               add_fraction: float, first_id: int) -> dict:
+    import httpx
+
+    lat = {"search": [], "add": []}
+    errors: dict[str, int] = {}
+    next_id = [first_id]
+    stop_at = time.monotonic() + duration
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(c: int, http):
+        rng = np.random.default_rng(c)
+        while time.monotonic() < stop_at:
+            if rng.random() < add_fraction:
+                kind, item = "add", next_id[0]
+                next_id[0] += 1
+                body = {"ids": [item], "vectors": [adds[item % len(adds)].tolist()]}
+                path = "/items"
+            else:
+                kind, path = "search", "/search"
+                body = {"vectors": [queries[rng.integers(len(queries))].tolist()], "k": 10}
+            t = time.perf_counter()
+            try:
+                reply = await http.post(path, json=body)
+                ok = reply.status_code == 200
+                why = f"HTTP {reply.status_code}"
+            except httpx.HTTPError as exc:
+                ok, why = False, type(exc).__name__
+            if ok:
+                lat[kind].append(time.perf_counter() - t)
+            else:
+                errors[f"{kind}: {why}"] = errors.get(f"{kind}: {why}", 0) + 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c, http) for c in range(clients)))
+        elapsed = time.perf_counter() - start
+    out = {"seconds": elapsed, "errors": errors,
+           "requests_per_s": sum(len(v) for v in lat.values()) / elapsed}
+    for kind, values in lat.items():
+        v = np.array(values) * 1000
+        out[kind] = {"count": int(v.size), "per_s": v.size / elapsed,
+                     "p50_ms": float(np.percentile(v, 50)) if v.size else None,
+                     "p99_ms": float(np.percentile(v, 99)) if v.size else None}
+    return out
+
+
+def run(kind: str, args, folder: Path) -> dict:
+    index, p = build(folder, 2 if kind == "ray" else None)
+    load_before = os.getloadavg()
+    proc, url = start(index, folder / "data", kind == "ray", folder / f"{kind}.log")
+    try:
+        rng = np.random.default_rng(0)
+        adds = np.clip(p.queries + rng.normal(0, 0.01, p.queries.shape), 0, 1).astype(np.float32)
+        result = asyncio.run(load(url, p.queries, adds, args.clients, args.duration, args.add_fraction,
+                                  first_id=1_000_000))
+        import httpx
+
+        result["ntotal_after"] = httpx.get(url + "/stats", timeout=30).json()["ntotal"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    result.update(kind=kind, spec="ITQ64,Hamming", ntotal_before=len(p.database), clients=args.clients,
+                  add_fraction=args.add_fraction, load_before=load_before, load_after=os.getloadavg(),
+                  shards=2 if kind == "ray" else 1)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--add-fraction", type=float, default=0.1)
+    ap.add_argument("--only", choices=["single", "ray"])
+    args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results = []
+    for kind in ([args.only] if args.only else ["single", "ray"]):
+        with tempfile.TemporaryDirectory(prefix="deepcodes-bench-") as tmp:
+            results.append(run(kind, args, Path(tmp)))
+    print("| service | req/s | search/s | search p50 ms | search p99 ms | add/s | add p50 ms | add p99 ms "
+          "| errors | load avg before -> after (1 min) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for r in results:
+        s, a = r["search"], r["add"]
+        name = "single index" if r["kind"] == "single" else "Ray, 2 shards"
+        print(f"| {name} | {r['requests_per_s']:.0f} | {s['per_s']:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} "
+              f"| {a['per_s']:.0f} | {a['p50_ms']:.1f} | {a['p99_ms']:.1f} | {sum(r['errors'].values())} "
+              f"{r['errors'] or ''} | {r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} |")
+    name = f"service_load{'_' + args.only if args.only else ''}.json"
+    (OUT / name).write_text(json.dumps(results, indent=2))
+    print(f"written {OUT / name}")
+
+
+if __name__ == "__main__":
+    main()
