@@ -297,3 +297,17 @@ def test_protocol_from_files_checks_dimensions_and_labels(tmp_path, X, monkeypat
     assert p.relevance == "class" and p.query_labels.tolist() == [1, 0, 2, 0]
     with pytest.raises(InputError, match="both --labels"):
         protocol_from_files(tmp_path / "db.npy", tmp_path / "q.npy", labels=tmp_path / "y.txt")
+
+
+def test_sift10k_hdf5_builder_writes_an_ann_benchmarks_file(tmp_path):
+    from deepcodes.data import load_sift10k, read_ann_hdf5
+    from deepcodes.data.sift10k_hdf5 import build
+
+    info = build(tmp_path, progress=False)
+    data = read_ann_hdf5(info["path"])
+    base, queries, neighbors = load_sift10k()
+    np.testing.assert_array_equal(data["train"], base.astype(np.float32))
+    np.testing.assert_array_equal(data["test"], queries.astype(np.float32))
+    np.testing.assert_array_equal(data["neighbors"], neighbors)
+    d0 = np.sqrt(((queries[0].astype(np.float64) - base[neighbors[0, 0]]) ** 2).sum())
+    assert data["distance"] == "euclidean" and abs(data["distances"][0, 0] - d0) < 1e-3
