@@ -98,6 +98,25 @@ def test_sharded_results_are_the_single_index_results(sharded, indexes, name):
 
 
 @pytest.mark.slow
+def test_the_app_serves_a_sharded_index(sharded, indexes):
+    from fastapi.testclient import TestClient
+
+    from deepcodes.service.app import create_app
+
+    X, ids, single = indexes
+    client = TestClient(create_app(sharded["adc"]))
+    reply = client.post("/search", json={"vectors": X[1500:1503].tolist(), "k": 5})
+    assert reply.status_code == 200
+    d, i = single["adc"].search(X[1500:1503], 5)
+    assert [r["ids"] for r in reply.json()["results"]] == i.tolist()
+    stats = client.get("/stats").json()
+    assert stats["ntotal"] == 1500 and stats["shards"] == 2 and len(stats["shard_stats"]) == 2
+    bad = client.post("/items", json={"ids": [int(ids[0])], "vectors": [X[0].tolist()]})
+    assert bad.status_code == 400 and "already stored" in bad.json()["error"]
+    assert client.get("/items/999999").status_code == 404
+
+
+@pytest.mark.slow
 def test_changes_and_a_killed_actor(ray_session, sharded, indexes):
     X, ids, single = indexes
     index = type(single["hamming"]).from_bytes(single["hamming"].to_bytes())

@@ -64,6 +64,19 @@ def test_page_shows_neighbours_of_a_stored_image(tmp_path):
                                    "Array.from(document.querySelectorAll('.card img')).every(i => i.complete && i.naturalWidth == 112)",
                                    timeout=30_000)
             page.screenshot(path=str(shot), full_page=True)
+
+            # An uploaded image: the same digit as a PNG file is its own nearest neighbour.
+            from PIL import Image
+
+            import numpy as np
+
+            digit = np.load(vectors)[17].reshape(28, 28)
+            Image.fromarray(np.rint(digit * 255).astype(np.uint8)).save(tmp_path / "digit.png")
+            page.set_input_files("#upload", str(tmp_path / "digit.png"))
+            page.wait_for_function("document.querySelector('#query').textContent.includes('uploaded image') && "
+                                   "document.querySelectorAll('.card.neighbour img').length == 12",
+                                   timeout=30_000)
+            assert "d=0" in page.query_selector_all(".card.neighbour")[0].inner_text()
             browser.close()
         assert shot.stat().st_size > 10_000
         keep = os.environ.get("DEEPCODES_SCREENSHOT_DIR")

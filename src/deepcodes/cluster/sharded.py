@@ -231,24 +231,31 @@ class ShardedIndex:
             raise UnavailableError(self._broken)
 
     def _wait_for(self, i: int) -> None:
-        """Return once shard ``i`` answers again (Ray queues calls to an actor it is restarting);
-        UnavailableError when it is dead for good (calls fail at once, again and again) or slow."""
+        """Return once shard ``i`` answers again. While Ray restarts the actor, calls fail with
+        ActorUnavailableError: wait (up to ``restart_timeout``). An actor that is dead for good
+        (no restarts left, or killed for good) fails with ActorDiedError: UnavailableError."""
         import ray
+        import ray.exceptions as rex
 
+        restarting = getattr(rex, "ActorUnavailableError", ())
         deadline = time.monotonic() + self.restart_timeout
-        failures = 0
+        died = 0
         while True:
             try:
                 ray.get(self.actors[i].info.remote(), timeout=max(1.0, deadline - time.monotonic()))
                 return
-            except _actor_errors() as exc:
-                failures += 1
-                if failures >= 5 or time.monotonic() >= deadline:
+            except restarting:
+                pass
+            except rex.RayActorError as exc:
+                died += 1
+                if died >= 3:
                     raise UnavailableError(f"shard {i} is down and was not restarted: {_first_line(exc)}") from None
-                time.sleep(0.5)
-            except ray.exceptions.GetTimeoutError:
+            except rex.GetTimeoutError:
+                pass
+            if time.monotonic() >= deadline:
                 raise UnavailableError(f"shard {i} is down and did not come back within "
                                        f"{self.restart_timeout:.0f} s") from None
+            time.sleep(0.5)
 
     def _fan(self, calls: list[tuple[int, str, tuple]]) -> dict[int, object]:
         """Run ``(shard, method, args)`` calls in parallel; a call whose actor died is run once more

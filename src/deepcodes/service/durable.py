@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import persist
 from ..errors import FormatError, InputError
+from ..index.base import check_ids as check_id_values
 from ..validation import check_matrix
 from .gallery import Gallery
 from .rwlock import ReadWriteLock
@@ -46,24 +47,14 @@ INDEX_FILE, GALLERY_FILE, MANIFEST = "index.dcx", "gallery.dcx", "manifest.json"
 
 
 def check_ids(ids, name: str = "ids") -> np.ndarray:
-    """``ids`` as an int64 array (n,) of distinct non-negative integers, or InputError naming the first bad one."""
-    arr = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
-    if arr.ndim != 1:
-        raise InputError(f"{name} must be a flat list of integers, got shape {arr.shape}")
+    """``ids`` as int64 (n,): a non-empty batch of distinct ids >= 0, or InputError naming the first bad one."""
+    arr = check_id_values(ids)
     if arr.size == 0:
         raise InputError(f"{name} is empty")
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(f"{name} must be integers, got {arr.dtype if arr.dtype != object else 'non-integers'}")
-    if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.max() > np.iinfo(np.int64).max:
-        raise InputError(f"{name} must fit in int64")
-    arr = arr.astype(np.int64)
-    negative = np.flatnonzero(arr < 0)
-    if negative.size:
-        raise InputError(f"id {arr[negative[0]]} is negative (ids must be >= 0)")
-    uniq, first, counts = np.unique(arr, return_index=True, return_counts=True)
-    if uniq.size != arr.size:
-        dup = arr[min(first[counts > 1])]
-        raise InputError(f"id {dup} appears more than once in the batch")
+    order = np.sort(arr)
+    twice = order[1:][order[1:] == order[:-1]]
+    if twice.size:
+        raise InputError(f"id {twice[0]} appears more than once in the batch")
     return arr
 
 
