@@ -103,6 +103,10 @@ def test_bad_bodies_nan_and_limits(server):
     assert reply.status_code in (400, 413) and "limit" in reply.json()["error"]
     big = c.post("/items", content=b"{" + b" " * (3 << 20) + b"}", headers=headers)
     assert big.status_code == 413 and "limit" in big.json()["error"]
+    chunked = c.post("/items", content=iter([b"{", b" " * (3 << 20), b"}"]), headers=headers)
+    assert chunked.status_code == 413 and "limit" in chunked.json()["error"]
+    small_chunks = c.post("/search", content=iter([b'{"ids": [5],', b' "k": 2}']), headers=headers)
+    assert small_chunks.status_code == 200 and small_chunks.json()["results"][0]["ids"][0] == 5
     wrong_count = c.post("/items", json={"ids": [1, 2], "vectors": [[0.0] * 784]})
     assert wrong_count.status_code == 400 and "2 ids for 1 vectors" in wrong_count.json()["error"]
 

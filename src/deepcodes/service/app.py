@@ -88,7 +88,10 @@ def _bearer_ok(header: str | None, token: str) -> bool:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, declared or streamed."""
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, declared or streamed.
+
+    A body without Content-Length (chunked) is read here, up to the limit, and handed on whole.
+    """
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -104,25 +107,29 @@ class BodyLimit:
                     return await too_big(scope, receive, send)
             except ValueError:
                 return await _error(400, "bad Content-Length header")(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+            return await self.app(scope, receive, send)
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge()
-            return message
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
+                return await too_big(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await too_big(scope, receive, send)
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 class Guard:
