@@ -48,7 +48,11 @@ def open_store(index_path: Path, data_dir: Path | None, *, ray_address: str | No
 
         if data_dir is not None and Path(data_dir) != Path(index_path):
             raise InputError("with --ray the sharded index folder is its own data folder: leave out --data-dir")
-        return ShardedIndex.open(index_path, address=ray_address)
+        if gallery is not None:
+            raise InputError("with --ray each shard keeps its own gallery, written when the index is split "
+                             "(ShardedIndex.split(..., gallery=...)): leave out --gallery")
+        return ShardedIndex.open(index_path, address=ray_address, snapshot_every=snapshot_every,
+                                 snapshot_interval=snapshot_interval)
     from .. import load
     from .durable import DurableIndex, snapshot_folders
 
