@@ -160,8 +160,11 @@ class OPQ(PQ):
     def _unprepare(self, Y: np.ndarray) -> np.ndarray:
         return super()._unprepare(Y @ self.rotation_.T)
 
-    def fit(self, X, y=None) -> "OPQ":
-        """Learn the rotation and sub-codebooks from ``X`` (n, d). Returns self."""
+    def fit(self, X, y=None, *, progress: bool = False) -> "OPQ":
+        """Learn the rotation and sub-codebooks from ``X`` (n, d); ``progress`` shows a bar over the
+        alternations. Returns self."""
+        from tqdm.auto import tqdm
+
         X = self._check_fit_input(X)
         n_outer = check_int(self.n_outer, "n_outer", low=0)
         n_inner = check_int(self.n_iter_inner, "n_iter_inner", low=1)
@@ -173,7 +176,7 @@ class OPQ(PQ):
         R = np.eye(P.shape[1], dtype=np.float32)
         PR = P
         codebooks = _pq_train(PR, self.M, K, self.n_iter, seed)
-        for _ in range(n_outer):
+        for _ in tqdm(range(n_outer), disable=not progress, desc="OPQ.fit", unit="alternation"):
             recon = _pq_decode(_pq_encode(PR, codebooks), codebooks)
             U, _, Vt = np.linalg.svd((P.T @ recon).astype(np.float64))
             R = (U @ Vt).astype(np.float32)

@@ -1,7 +1,6 @@
 """The one contract every index follows (:class:`CodeIndex`), and the id checks they share."""
 from __future__ import annotations
 
-import inspect
 import numbers
 
 import numpy as np
@@ -62,7 +61,8 @@ class CodeIndex:
     ------------
     ``reconstruct(ids) -> (n, dim) float32`` the vectors the codes stand for (quantizer indexes; in
     the front's space when there is a front); binary indexes raise ``InputError``.
-    ``get_codes(ids) -> (n, code_size) uint8``; ``ids in index``; ``contains(ids) -> bool (n,)``.
+    ``get_codes(ids) -> (n, code_size) uint8``; ``id in index``; ``contains(ids) -> bool (n,)``;
+    ``ids``, every stored id.
     ``ntotal``, ``len(index)``, ``d`` (input dimension, None when unknown), ``code_size`` (bytes of
     code per item; each item also stores its 8-byte id), ``spec`` (factory string or None),
     ``is_trained``, ``describe() -> dict``, ``repr(index)``.
@@ -102,6 +102,12 @@ class CodeIndex:
 
     def __len__(self) -> int:
         return self.ntotal
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Every stored id (ntotal,) int64, read-only: ascending in flat indexes, list by list in
+        inverted ones."""
+        return self._store.ids
 
     def _require_trained(self, what: str) -> None:
         if not self.is_trained:
@@ -373,14 +379,3 @@ def find_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np
     found = (pos < len(sorted_ids)) & (sorted_ids[pos_c] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
     return pos_c, found
 
-
-def fit_part(part, X: np.ndarray, y, progress: bool):
-    """Fit a coder or front on ``X`` (and ``y``), passing ``progress`` where its ``fit`` takes it."""
-    if "progress" in inspect.signature(part.fit).parameters:
-        return part.fit(X, y, progress=progress)
-    return part.fit(X, y)
-
-
-def is_fitted(part) -> bool:
-    """Whether a coder or front has been fitted (every deepcodes coder sets ``n_features_in_``)."""
-    return getattr(part, "n_features_in_", None) is not None

@@ -7,7 +7,8 @@ import numpy as np
 from .. import nested
 from ..errors import FormatError
 from ..validation import check_codes
-from .base import CodeIndex, find_sorted, fit_part, is_fitted
+from ..coders.base import fit_with_progress, is_fitted
+from .base import CodeIndex, find_sorted
 
 
 def read_only(arr: np.ndarray) -> np.ndarray:
@@ -142,15 +143,10 @@ class FlatIndex(CodeIndex):
         """All stored codes (ntotal, code_size), in id order (read-only)."""
         return self._store.codes
 
-    @property
-    def ids(self) -> np.ndarray:
-        """All stored ids (ntotal,), ascending (read-only)."""
-        return self._store.ids
-
     def train(self, X, y=None, *, progress: bool = False) -> "FlatIndex":
         """Fit the coder on ``X`` (and labels ``y`` for a supervised coder) unless it is fitted."""
         if not self.is_trained:
-            fit_part(self.coder, self._check_rows(X, "X"), y, progress)
+            fit_with_progress(self.coder, self._check_rows(X, "X"), y, progress)
         return self
 
     def add(self, X, ids=None, *, batch_size: int = 65536, progress: bool = False) -> None:

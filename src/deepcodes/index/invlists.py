@@ -17,7 +17,8 @@ from ..coders.kmeans import assign, kmeans
 from ..coders.pq import _pq_encode, _pq_train, check_quantizer_shape
 from ..errors import FormatError, InputError
 from ..validation import check_codes, check_int, check_labels, check_matrix, rng_from
-from .base import CodeIndex, find_sorted, fit_part, is_fitted
+from ..coders.base import fit_with_progress, is_fitted
+from .base import CodeIndex, find_sorted
 from .flat import read_only
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class ResidualIVF(CodeIndex):
         log.info("%s: training on %d vectors", type(self).__name__, Xt.shape[0])
         with tqdm(total=4, disable=not progress, desc=f"{type(self).__name__}.train", unit="step") as bar:
             if self.front is not None and not is_fitted(self.front):
-                fit_part(self.front, Xt, None if labels is None else labels[rows], progress)
+                fit_with_progress(self.front, Xt, None if labels is None else labels[rows], progress)
             Xt = self._to_list_space(Xt)
             bar.update()
             if centroids is None:
