@@ -31,17 +31,15 @@ OUT = Path(__file__).parent / "results"
 
 def build(folder: Path, shards: int | None):
     """The ITQ64 Hamming index of mnist-unsup's database (ids 0..59999); sharded when asked."""
+    from deepcodes import index_factory
     from deepcodes.cluster import ShardedIndex
-    from deepcodes.coders import ITQ
     from deepcodes.data import load_protocol
-    from deepcodes.index import HammingIndex
 
     p = load_protocol("mnist-unsup")
-    index = HammingIndex(coder=ITQ(n_bits=64, random_state=0).fit(p.train))
-    ids = np.arange(len(p.database), dtype=np.int64)
-    index.add(p.database, ids=ids)
+    index = index_factory(p.train.shape[1], "ITQ64,Hamming", random_state=0).train(p.train)
+    index.add(p.database)
     if shards:
-        return ShardedIndex.split(index, ids, folder / "mnist-sharded", shards), p
+        return ShardedIndex.split(index, folder / "mnist-sharded", shards), p
     index.save(folder / "mnist.dcx")
     return folder / "mnist.dcx", p
 

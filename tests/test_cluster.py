@@ -71,7 +71,7 @@ def sharded(ray_session, indexes, tmp_path_factory):
     X, ids, single = indexes
     opened = {}
     for name, index in single.items():
-        root = ShardedIndex.split(index, ids, tmp_path_factory.mktemp(name) / "sharded", 2)
+        root = ShardedIndex.split(index, tmp_path_factory.mktemp(name) / "sharded", 2)
         opened[name] = ShardedIndex.open(root, restart_timeout=90)
     yield opened
     for s in opened.values():

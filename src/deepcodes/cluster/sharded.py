@@ -140,17 +140,18 @@ class ShardedIndex:
 
     # ---- building and opening ------------------------------------------------------------------
     @staticmethod
-    def split(index, ids, root, n_shards: int, gallery=None) -> Path:
-        """Write ``index`` (holding exactly ``ids``) as a sharded index folder ``root`` (no Ray needed)."""
+    def split(index, root, n_shards: int, gallery=None) -> Path:
+        """Write ``index`` as a sharded index folder ``root`` (no Ray needed): shard i holds the
+        items whose id hashes to i, and the ``gallery`` rows of those ids."""
         n_shards = int(n_shards)
         if n_shards < 1:
             raise InputError(f"--shards must be at least 1, got {n_shards}")
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise InputError(f"{root} exists and is not an empty folder")
-        ids = check_ids(ids)
-        if len(ids) != index.ntotal or not bool(np.all(index.contains(ids))):
-            raise InputError(f"the ids given do not match the {index.ntotal} items of the index")
+        if not getattr(index, "is_trained", True):
+            raise InputError("the index is not trained: train it before splitting it into shards")
+        ids = np.asarray(index.ids, dtype=np.int64)
         owners = shard_of(ids, n_shards)
         blob = persist.dumps(index)
         tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")

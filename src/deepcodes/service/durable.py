@@ -235,7 +235,7 @@ class DurableIndex:
         if replayed:
             notes.append(f"replayed {replayed} logged change(s) after snapshot {loaded[0]}")
         for note in notes:
-            log.warning("%s", note)
+            log.info("%s", note)
         durable = cls(data_dir, index, gallery, wal, seq, [s for s, _ in snaps], notes,
                       snapshot_every=snapshot_every, snapshot_interval=snapshot_interval,
                       background=background)

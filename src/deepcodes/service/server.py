@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 import sys
 from pathlib import Path
 
@@ -90,8 +91,14 @@ def serve(index_path, *, host: str = "127.0.0.1", port: int = 8000, token: str |
     _say(f"{desc.get('spec') or desc.get('class')} with {store.ntotal} items on http://{host}:{port} "
          f"(page at /, API docs at /docs)")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again with the handler
+    # that was there before it: make SIGTERM's an exit that unwinds (as SIGINT's KeyboardInterrupt
+    # does), so that the last snapshot below is written.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         store.close()
         _say("stopped (last snapshot written)")
