@@ -196,7 +196,8 @@ def test_sigkill_during_adds_then_a_corrupt_snapshot_and_a_torn_log_lose_nothing
         assert "skipped a torn final log record" in out
         present = _present(again.client, acked)
         assert present == acked, f"acknowledged adds lost: {sorted(acked - present)[:10]}"
-        ntotal = again.client.get("/stats").json()["ntotal"]
+        stats = again.client.get("/stats").json()
+        ntotal, again_last_seq = stats["ntotal"], stats["last_seq"]
         unacked_present = {i for i in (sent - acked) if again.client.get(f"/items/{i}").status_code == 200}
         # Nothing else: only adds in flight at the kill (4 clients, up to 2 ids each) may be there too.
         assert ntotal == 2000 + len(acked) + len(unacked_present) and len(unacked_present) <= 8
@@ -206,3 +207,6 @@ def test_sigkill_during_adds_then_a_corrupt_snapshot_and_a_torn_log_lose_nothing
         assert item["code"] == load(index_path).coder.encode(X[row:row + 1])[0].tolist()
     finally:
         again.stop()
+    assert "stopped (last snapshot written)" in again.output()     # SIGTERM: a clean stop
+    last = sorted((data / "snapshots").glob("snap-*"))[-1]
+    assert int(last.name.split("-")[1]) == again_last_seq
