@@ -117,6 +117,31 @@ def test_the_app_serves_a_sharded_index(sharded, indexes):
 
 
 @pytest.mark.slow
+def test_build_shards_then_serve_them(ray_session, digits, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepcodes import load
+    from deepcodes.cli import app
+
+    X, _ = digits
+    np.save(tmp_path / "digits.npy", X)
+    runner = CliRunner()
+    for extra, out in (([], "one.dcx"), (["--shards", "2"], "sharded")):
+        result = runner.invoke(app, ["build", "ITQ16,Hamming", "--train", str(tmp_path / "digits.npy"),
+                                     "--no-progress", "-o", str(tmp_path / out), *extra])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir()) == ["shard-000", "shard-001", "sharded.json"]
+    single = load(tmp_path / "one.dcx")
+    shards = ShardedIndex.open(tmp_path / "sharded")
+    try:
+        assert shards.ntotal == single.ntotal == len(X)
+        for got, want in zip(shards.search(X[:40], 7), single.search(X[:40], 7)):
+            assert np.array_equal(got, want)
+    finally:
+        shards.close()
+
+
+@pytest.mark.slow
 def test_changes_and_a_killed_actor(ray_session, sharded, indexes):
     X, ids, single = indexes
     index = type(single["hamming"]).from_bytes(single["hamming"].to_bytes())

@@ -137,6 +137,7 @@ def test_corrupt_hdf5_is_a_format_error(tmp_path, X):
 def test_glove_text_keeps_keys_even_numeric_ones(tmp_path, X):
     keys = [f"w{i}" for i in range(50)]
     keys[7] = "2010"
+    keys[9] = ". . ."  # GloVe 840B has keys with spaces
     _glove(tmp_path / "glove.txt", X, keys)
     with open_vectors(tmp_path / "glove.txt") as v:
         assert v.keys.tolist() == keys and v.shape == (50, 6)

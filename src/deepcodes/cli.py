@@ -1,4 +1,5 @@
-"""The ``deepcodes`` command line: datasets, fit, evaluate, demo, reproduce, data."""
+"""The ``deepcodes`` command line: datasets, fit, evaluate, demo, reproduce, data, and the index files:
+build, add, remove, search, info, bench, export."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DeepcodesError, InputError
+from .indexing import DEFAULT_MAX_TRAIN
 from .methods import SET_BY_COMMAND
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,6 +32,7 @@ REPRODUCTIONS = {
 }
 DATA_BUILDERS = {
     "sift1m-cifar": "deepcodes.data.sift_cifar",
+    "sift10k-hdf5": "deepcodes.data.sift10k_hdf5",
 }
 
 
@@ -284,6 +287,188 @@ def data(name: str = typer.Argument(..., help=f"Dataset to build: {', '.join(DAT
     except DeepcodesError as exc:
         _fail(exc)
     _emit_json(info)
+
+
+# ----------------------------------------------------------------------------- index files
+# build / add / remove / search / info / bench / export: their flags are an interface scripts call.
+# The work is in deepcodes.indexing and deepcodes.benchmark; these wrappers parse and print.
+
+
+@app.command()
+def build(spec: str = typer.Argument(..., help="Factory string, e.g. IVF1024,PQ16 (README: the token table)."),
+          train: str = typer.Option(..., "--train", help="Training vectors (npy, fvecs/bvecs/ivecs, FILE.hdf5[:dataset] "
+                                    "(default 'train'), text)."),
+          output: Path = typer.Option(..., "--output", "-o", help="Index file to write."),
+          labels: Optional[Path] = typer.Option(None, "--labels", help="Labels of the training rows, for supervised parts."),
+          base: Optional[str] = typer.Option(None, "--base", help="Vectors to index (default: the training file)."),
+          ids: Optional[Path] = typer.Option(None, "--ids", help="One id a base row (npy or one integer a line); "
+                                             "default 0..n-1."),
+          max_train: int = typer.Option(DEFAULT_MAX_TRAIN, "--max-train", help="Train on a seeded sample of at most N rows."),
+          seed: int = typer.Option(0, "--seed", help="Seed of the training sample and of every part (k-means, PQ, ITQ, ...)."),
+          progress: bool = typer.Option(True, help="Show progress bars."),
+          as_json: bool = typer.Option(False, "--json", help="Print the index description as JSON."),
+          shards: Optional[int] = typer.Option(None, "--shards", help="Write -o as a folder of N durable "
+                                               "shards (ids routed by hash) for `serve --ray`.")):
+    """Train the index SPEC on --train, add --base (streamed in batches) and save it to -o."""
+    from .indexing import build_index, describe_index
+
+    try:
+        started = time.perf_counter()
+        index = build_index(spec, train, labels=labels, base=base, ids=ids, max_train=max_train, seed=seed,
+                            progress=progress and not as_json)
+        if shards is not None:
+            from .cluster import ShardedIndex
+
+            ShardedIndex.split(index, output, shards)
+        else:
+            index.save(output, meta=index.meta_)
+        info = describe_index(index, None if shards is not None else output)
+    except DeepcodesError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(info)
+    else:
+        trained = info["trained_on"]
+        console.print(f"built {spec}: {info['ntotal']} vectors, trained on {trained['n_train']} of "
+                      f"{trained['n_available']} rows, in {time.perf_counter() - started:.1f}s -> {output}")
+
+
+@app.command()
+def add(index_file: Path = typer.Argument(..., metavar="INDEX", help="Index file (rewritten atomically)."),
+        base: str = typer.Option(..., "--base", help="Vectors to add (any vector file)."),
+        ids: Optional[Path] = typer.Option(None, "--ids", help="Their ids (default: consecutive after the stored ones)."),
+        progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Add the vectors of --base to INDEX; on any error the file is unchanged."""
+    from .indexing import add_file
+
+    try:
+        info = add_file(index_file, base, ids, progress=progress)
+    except DeepcodesError as exc:
+        _fail(exc)
+    console.print(f"added {info['added']} vectors to {index_file}: {info['ntotal']} in all")
+
+
+@app.command()
+def remove(index_file: Path = typer.Argument(..., metavar="INDEX", help="Index file (rewritten atomically)."),
+           ids: Path = typer.Option(..., "--ids", help="Ids to remove (npy or one integer a line).")):
+    """Remove the listed ids from INDEX, all or nothing: an id that is not stored changes nothing."""
+    from .indexing import remove_ids
+
+    try:
+        info = remove_ids(index_file, ids)
+    except DeepcodesError as exc:
+        _fail(exc)
+    console.print(f"removed {info['removed']} vectors from {index_file}: {info['ntotal']} left")
+
+
+@app.command()
+def search(index_file: Path = typer.Argument(..., metavar="INDEX", help="Index file."),
+           queries: str = typer.Option(..., "--queries", help="Query vectors (an HDF5 file: its 'test' set)."),
+           k: int = typer.Option(..., "-k", "--k", help="Neighbours a query."),
+           param: list[str] = typer.Option([], "--param", help="Search parameter name=value, e.g. nprobe=16 (repeatable)."),
+           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write ids (nq, k) int64 and distances "
+                                                 "(nq, k) float32 (and keys) to this .npz."),
+           as_json: bool = typer.Option(False, "--json", help='Print {"ids": [[...]], "distances": [[...]]}.'),
+           progress: bool = typer.Option(False, help="Show a progress bar.")):
+    """k nearest stored vectors of every query, in (distance, id) order."""
+    import numpy as np
+
+    from .indexing import load_index, parse_params, search_file
+    from .persist import atomic_path
+
+    try:
+        params = parse_params(param)
+        index = load_index(index_file)
+        started = time.perf_counter()
+        result = search_file(index, queries, k, params, progress=progress)
+        seconds = time.perf_counter() - started
+        arrays = {"ids": result["ids"], "distances": result["distances"]}
+        if result["keys"] is not None:
+            arrays["keys"] = result["keys"]
+        if output is not None:
+            with atomic_path(output) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+    except DeepcodesError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json({name: arr.tolist() for name, arr in arrays.items()})
+        return
+    nq = result["ids"].shape[0]
+    console.print(f"{nq} queries, k={k}, {_params_text(params)}: {seconds:.2f}s ({nq / seconds:.0f} queries/s)"
+                  + (f" -> {output}" if output is not None else ""))
+    shown = arrays.get("keys", result["ids"])
+    for row in range(min(nq, 5)):
+        console.print(f"  query {row}: " + " ".join(str(v) for v in shown[row][:10]) + (" ..." if k > 10 else ""))
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "default parameters"
+
+
+@app.command()
+def info(index_file: Path = typer.Argument(..., metavar="INDEX", help="Index file."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """What INDEX holds: spec, size, bytes per vector, what it was trained on and filled from."""
+    from .indexing import describe_index, load_index
+
+    try:
+        description = describe_index(load_index(index_file), index_file)
+    except DeepcodesError as exc:
+        _fail(exc)
+    if as_json:
+        _emit_json(description)
+        return
+    table = Table("field", "value", title=str(index_file))
+    for key, value in description.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
+    console.print(table)
+
+
+@app.command()
+def bench(index_file: Path = typer.Argument(..., metavar="INDEX", help="Index file."),
+          queries: str = typer.Option(..., "--queries", help="Query vectors (an HDF5 file: its 'test' set)."),
+          gt: str = typer.Option(..., "--gt", help="Exact neighbour ids (ivecs, npy, HDF5: its 'neighbors')."),
+          sweep: list[str] = typer.Option([], "--sweep", help="Parameter values to try, e.g. nprobe=1,2,4,8,16 (repeatable: "
+                                          "every combination)."),
+          against_faiss: Optional[str] = typer.Option(None, "--against-faiss", help="faiss factory string of the same "
+                                                      "bytes per vector, built in this run from the same files."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.md, bench.json, recall_qps.png "
+                                             "(default bench-INDEX)."),
+          threads: Optional[int] = typer.Option(None, "--threads", help="Threads for both sides (default: every core)."),
+          repeats: int = typer.Option(3, "--repeats", help="Timed runs per setting (the best counts)."),
+          progress: bool = typer.Option(True, help="Show progress while building the faiss index.")):
+    """Recall@1/10/100 and queries/s of INDEX for every sweep setting, and of faiss at equal bytes."""
+    from .benchmark import parse_sweep, run_bench
+    from .indexing import load_index
+
+    out = out if out is not None else Path(f"bench-{index_file.stem}")
+    try:
+        settings = parse_sweep(sweep)
+        index = load_index(index_file)
+        result = run_bench(index, queries, gt, sweep=settings, against_faiss=against_faiss, out_dir=out,
+                           threads=threads, repeats=repeats, progress=progress)
+    except DeepcodesError as exc:
+        _fail(exc)
+    env = result["environment"]
+    typer.echo(result["table"])
+    typer.echo(f"threads {env['threads']}, OMP_WAIT_POLICY {env['omp_wait_policy']}, numba layer "
+               f"{env['threading_layer']}, load average {env['load_average_before'][0]:.2f} before / "
+               f"{env['load_average_after'][0]:.2f} after; wrote {out}/bench.md, bench.json, recall_qps.png")
+
+
+@app.command()
+def export(index_file: Path = typer.Argument(..., metavar="INDEX", help="Index file."),
+           faiss_out: Path = typer.Option(..., "--faiss", help="faiss index file to write (faiss.read_index reads it).")):
+    """Write INDEX as a faiss index with the same codes and ids, where faiss has the structure."""
+    from .indexing import load_index
+    from .interop.faiss_export import write_faiss
+
+    try:
+        index = load_index(index_file)
+        write_faiss(index, faiss_out)
+    except DeepcodesError as exc:
+        _fail(exc)
+    console.print(f"wrote {faiss_out}: {index.ntotal} vectors of {index_file} as a faiss index")
 
 
 @app.command()

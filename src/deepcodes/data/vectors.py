@@ -309,6 +309,9 @@ class _TextLayout:
         width = self.d + int(self.keys)
         for number, line in block:
             fields = self.split(line)
+            if self.keys and self.sep is None and len(fields) > width:
+                # A key with spaces in it (GloVe 840B has a few): the numbers are the last d fields.
+                fields = [" ".join(fields[:len(fields) - self.d]), *fields[len(fields) - self.d:]]
             if len(fields) != width:
                 raise FormatError(f"{self.path}: line {number} has {len(fields)} fields, the first row "
                                   f"{width}; every row must be {'a key and ' if self.keys else ''}{self.d} numbers")
@@ -319,9 +322,8 @@ class _TextLayout:
         try:
             values = np.array(numbers, dtype=np.float64)
         except ValueError:
-            for number, line in block:
-                fields = self.split(line)[int(self.keys):]
-                bad = next((f for f in fields if not _is_number(f)), None)
+            for row, (number, _) in enumerate(block):
+                bad = next((f for f in numbers[row * self.d:(row + 1) * self.d] if not _is_number(f)), None)
                 if bad is not None:
                     raise FormatError(f"{self.path}: line {number}: {bad!r} is not a number") from None
             raise
