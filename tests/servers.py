@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-START_TIMEOUT = 120.0
+START_TIMEOUT = 180.0
 
 
 def mnist_files(folder: Path, n: int = 2000, bits: int = 32):

@@ -29,7 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from ..errors import DeepcodesError, InputError, UnavailableError
 
@@ -53,14 +53,14 @@ class Limits:
 
 
 class ItemsBody(BaseModel):
-    ids: list[int] = Field(description="Caller-chosen int64 ids, >= 0, one per vector, not yet stored.")
+    ids: list[StrictInt] = Field(description="Caller-chosen int64 ids, >= 0, one per vector, not yet stored.")
     vectors: list[list[float]] = Field(description="Raw vectors (n, d); the service encodes them.")
 
 
 class SearchBody(BaseModel):
     vectors: list[list[float]] | None = Field(None, description="Query vectors (nq, d).")
-    ids: list[int] | None = Field(None, description="Or stored ids to use as queries.")
-    k: int = Field(10, description="Neighbours per query.")
+    ids: list[StrictInt] | None = Field(None, description="Or stored ids to use as queries.")
+    k: StrictInt = Field(10, description="Neighbours per query.")
     params: dict[str, Any] = Field(default_factory=dict, description="Search parameters, e.g. {\"nprobe\": 16}.")
     include: list[str] = Field(default_factory=list,
                                description="Extra per-neighbour fields: \"labels\", \"keys\" (from the gallery).")
@@ -244,6 +244,8 @@ def create_app(store, *, token: str | None = None, limits: Limits = Limits(),
         _check_k(body.k, limits)
         if (body.vectors is None) == (body.ids is None):
             raise InputError('give exactly one of "vectors" and "ids"')
+        if "return_scanned" in body.params:   # it changes what a search returns; not part of the reply
+            raise InputError("return_scanned is not available over HTTP: the reply holds ids and distances")
         unknown = set(body.include) - {"labels", "keys"}
         if unknown:
             raise InputError(f"unknown include field(s) {sorted(unknown)}; valid: labels, keys")
