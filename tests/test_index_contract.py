@@ -291,3 +291,20 @@ def test_mmap_load_keeps_codes_on_disk(data, tmp_path):
     index.save(tmp_path / "a.dc")
     loaded = deepcodes.load(tmp_path / "a.dc", mmap=True)
     assert persist.is_file_mapped(loaded.codes) and persist.is_file_mapped(loaded.ids)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 2**16), n_values=st.integers(1, 4), radius=st.integers(0, 24))
+def test_hamming_range_search_equals_brute_force(n, seed, n_values, radius):
+    rng = np.random.default_rng(seed)
+    db = _codes_with_ties(rng, n, 3, n_values)
+    q = _codes_with_ties(rng, 5, 3, n_values)
+    ids = rng.choice(10 * n, n, replace=False)
+    index = HammingIndex(24)
+    index.add_codes(db, ids)
+    lims, D, I = index.range_search(q, radius)
+    order = np.argsort(ids)
+    rd, rpos = brute_hamming(db[order], q, 24, n)
+    for row in range(len(q)):
+        keep = rd[row] <= radius
+        _assert_same((D[lims[row]:lims[row + 1]], I[lims[row]:lims[row + 1]]), (rd[row][keep], ids[order][rpos[row]][keep]))

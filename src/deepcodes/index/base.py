@@ -46,8 +46,9 @@ class CodeIndex:
         The results of query i are ``distances[lims[i]:lims[i + 1]]``, every stored item within
         ``radius`` (inclusive) that the search reaches.
     ``search_by_id(ids, k, **params)``
-        Searches with stored items as queries: their codes (binary indexes) or reconstructions, so
-        each item is among its own results (first unless other items tie with it at distance 0).
+        Searches with stored items as queries: their codes (binary indexes) or reconstructions. An
+        exact index finds each item among its own results (first unless others tie with it at
+        distance 0); an inverted one does when the item's list is among those probed.
 
     Results are in (distance, id) order: ties go to the lower id, exactly as a stable sort of all
     candidates by distance then id. Binary indexes return int32 Hamming distances and take a Hamming

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import nested
 from ..coders.kmeans import assign, kmeans
-from ..coders.pq import _pq_encode, _pq_train, check_quantizer_shape
+from ..coders.pq import pq_encode, pq_train, check_quantizer_shape
 from ..errors import FormatError, InputError
 from ..validation import check_codes, check_int, check_labels, check_matrix, rng_from
 from ..coders.base import fit_with_progress, is_fitted
@@ -277,7 +277,7 @@ class ResidualIVF(CodeIndex):
             self._train_structure(Xt, seed + 1)
             bar.update()
             residuals = self._residuals(Xt, *self._assign(Xt))
-            self.codebooks_ = _pq_train(self._pad(residuals), self.M, K, self.n_iter, seed + 2)
+            self.codebooks_ = pq_train(self._pad(residuals), self.M, K, self.n_iter, seed + 2)
             self._precompute()
             bar.update()
         return self
@@ -297,7 +297,7 @@ class ResidualIVF(CodeIndex):
         Z = self._to_list_space(check_matrix(X, "X", dim=self.d))
         assignment = self._assign(Z)
         residuals = self._residuals(Z, *assignment)
-        pq_codes = _pq_encode(self._pad(residuals), self.codebooks_)
+        pq_codes = pq_encode(self._pad(residuals), self.codebooks_)
         return self._list_ids(*assignment), self._pack_codes(pq_codes, *assignment)
 
     def _append(self, encoded, ids: np.ndarray) -> None:
