@@ -44,7 +44,9 @@ def test_routing_spreads_strided_ids():
     assert counts.min() > 2300
 
 
-@pytest.fixture(scope="module")
+# Session scope: one local Ray and one set of shard actors per worker, even if the scheduler runs
+# other modules' tests between these (a module fixture would then start Ray and the actors again).
+@pytest.fixture(scope="session")
 def ray_session():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
@@ -52,7 +54,7 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def indexes(digits):
     from deepcodes.coders import ITQ, PQ
     from deepcodes.index import ADCIndex, HammingIndex
@@ -66,7 +68,7 @@ def indexes(digits):
     return X, ids, {"hamming": hamming, "adc": adc}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sharded(ray_session, indexes, tmp_path_factory):
     X, ids, single = indexes
     opened = {}
