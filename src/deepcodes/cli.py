@@ -26,6 +26,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 REPRODUCTIONS = {
     "bdnn": "deepcodes.reproduce.bdnn",
     "gsl": "deepcodes.reproduce.gsl",
+    "supervised": "deepcodes.reproduce.supervised",
 }
 DATA_BUILDERS = {
     "sift1m-cifar": "deepcodes.data.sift_cifar",
