@@ -41,7 +41,7 @@ def test_reproduce_supervised_end_to_end(tiny_mnist, tmp_path, monkeypatch):
 
 def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(rep_gsl, "QUICK", {"tiny-mnist": rep_gsl.Schedule(
-        warm=1, fine=2, family_bits=(("classification", (32,)), ("triplet", (32,))))})
+        warm=1, fine=2, family_bits=(("classification", (32,)),))})
     monkeypatch.setattr(rep_gsl, "load_protocol", lambda name: tiny_mnist)
     monkeypatch.setattr(rep_gsl, "LAMBDAS", (0.1, 1.0))
     monkeypatch.setattr(rep_gsl, "ALPHAS", (0.5,))
@@ -50,7 +50,6 @@ def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     data = json.loads((tmp_path / "gsl.json").read_text())
     got = {(r["family"], r["variant"]) for r in data["summary"]}
     assert {("classification", v) for v in rep_gsl.MAIN_VARIANTS + ("gsl-opq", "gsl-rq")} <= got
-    assert {("triplet", v) for v in ("float", "post-hoc", "quant-loss", "gsl")} <= got
     runs = [r for r in data["runs"] if r["variant"] != "float"]
     assert all(1 <= r["best_epoch"] <= 2 and 0 < r["map"] <= 1 for r in runs)
     late = next(r for r in runs if r["variant"] == "gsl-late")

@@ -83,13 +83,14 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     schedules = QUICK if options.quick else SCHEDULES
     started = time.perf_counter()
     records, tuning = [], {}
-    for name, schedule in schedules.items():
-        protocol = load_protocol(name)
-        for family, bits_list in schedule.family_bits:
-            study = Study(protocol, schedule, family, options.device, runs, options.progress)
-            tuning[f"{name}/{family}"] = study.tune()
-            for seed in range(options.n_seeds):
-                records += study.seed_runs(seed, bits_list)
+    # Family by family (classification first), so that an interrupted run has whole families.
+    plan = [(family, name, bits_list) for family in FAMILIES for name, schedule in schedules.items()
+            for fam, bits_list in schedule.family_bits if fam == family]
+    for family, name, bits_list in plan:
+        study = Study(load_protocol(name), schedules[name], family, options.device, runs, options.progress)
+        tuning[f"{name}/{family}"] = study.tune()
+        for seed in range(options.n_seeds):
+            records += study.seed_runs(seed, bits_list)
     summary = summarise(records)
     seconds = time.perf_counter() - started
     table = tables(summary, tuning, options.n_seeds, seconds)
@@ -128,18 +129,20 @@ class Study:
         self.lam: float | None = None
         self.alpha: float | None = None
 
-    def _key(self, *parts) -> str:
+    def _key(self, *parts, fine: bool = True) -> str:
         s = self.schedule
-        return "_".join([self.protocol.name, self.family, f"w{s.warm}f{s.fine}n{s.n_train or 'all'}", *map(str, parts)])
+        epochs = f"w{s.warm}" + (f"f{s.fine}" if fine else "")
+        return "_".join([self.protocol.name, self.family, f"{epochs}n{s.n_train or 'all'}", *map(str, parts)])
 
-    def _model(self, bits: int, seed: int, **kw) -> GSLQuantizer:
+    def model(self, bits: int, seed: int, **kw) -> GSLQuantizer:
+        """An unfitted GSLQuantizer with the study's network, loss family and device."""
         return GSLQuantizer(n_bits=bits, random_state=seed, device=self.device, augment=self.schedule.augment,
                             **NETWORK, **FAMILIES[self.family], **kw)
 
     def warm(self, seed: int) -> GSLQuantizer:
         """The seed's warm-up network (trained once, saved, reloaded on later runs)."""
         if seed not in self._warm:
-            path = self.runs / f"{self._key('warm', f's{seed}')}.dc"
+            path = self.runs / f"{self._key('warm', f's{seed}', fine=False)}.dc"
             model = None
             if path.is_file():
                 try:
@@ -148,7 +151,7 @@ class Study:
                     log.warning("ignoring unreadable warm-up file %s", path)
             if model is None:
                 started = time.perf_counter()
-                model = self._model(32, 1000 + seed, quantization="none", epochs=self.schedule.warm,
+                model = self.model(32, 1000 + seed, quantization="none", epochs=self.schedule.warm,
                                     lr=self.schedule.warm_lr, verbose=self.progress).fit(self.X, self.y)
                 model.save(path, meta={"fit_seconds": round(time.perf_counter() - started, 1)})
             self._warm[seed] = model
@@ -163,7 +166,7 @@ class Study:
     def _fit_variant(self, name: str, bits: int, seed: int, kw: dict) -> dict:
         warm = self.warm(seed)
         started = time.perf_counter()
-        model = self._model(bits, 2000 + seed, epochs=self.schedule.fine, lr=self.schedule.fine_lr, init=warm,
+        model = self.model(bits, 2000 + seed, epochs=self.schedule.fine, lr=self.schedule.fine_lr, init=warm,
                             **kw).fit(self.X, self.y)
         fit_seconds = time.perf_counter() - started
         Zdb, Zq = model.embed(self.protocol.database), model.embed(self.protocol.queries)
@@ -248,9 +251,14 @@ def summarise(records) -> list[dict]:
         maps = np.array([r["map"] for r in rs])
         out.append({"protocol": protocol, "family": family, "variant": variant, "bits": bits,
                     "map_mean": float(maps.mean()), "map_std": float(maps.std()), "n_seeds": len(rs),
-                    "quantization_error": float(np.mean([r.get("quantization_error", np.nan) for r in rs])),
-                    "fit_seconds": float(np.mean([r.get("fit_seconds", np.nan) for r in rs]))})
+                    "quantization_error": _mean(r.get("quantization_error") for r in rs),
+                    "fit_seconds": _mean(r.get("fit_seconds") for r in rs)})
     return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def tables(summary, tuning, seeds, seconds) -> str:
