@@ -41,7 +41,7 @@ def test_reproduce_supervised_end_to_end(tiny_mnist, tmp_path, monkeypatch):
 
 def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(rep_gsl, "QUICK", {"tiny-mnist": rep_gsl.Schedule(
-        warm=1, fine=2, family_bits=(("classification", (32,)),))})
+        warm=1, fine=2, families=(("classification", (32,), None),))})
     monkeypatch.setattr(rep_gsl, "load_protocol", lambda name: tiny_mnist)
     monkeypatch.setattr(rep_gsl, "LAMBDAS", (0.1, 1.0))
     monkeypatch.setattr(rep_gsl, "ALPHAS", (0.5,))
@@ -58,3 +58,17 @@ def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     assert "gsl >= quant-loss" in out["table"]
     again = rep_gsl.run(tmp_path, ReproduceOptions(quick=True))
     assert again["summary"] == out["summary"]
+
+
+@pytest.mark.parametrize("name", ["gsl", "supervised"])
+def test_reproductions_take_the_device(name, tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from deepcodes.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: this checks the clear error without one")
+    result = CliRunner().invoke(app, ["reproduce", name, "--quick", "--device", "cuda", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "cuda" in result.output
