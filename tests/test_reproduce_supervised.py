@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepcodes.data import load_protocol
+from deepcodes.errors import InputError
 from deepcodes.reproduce import ReproduceOptions
 from deepcodes.reproduce import gsl as rep_gsl
 from deepcodes.reproduce import supervised as rep_sup
@@ -37,6 +38,8 @@ def test_reproduce_supervised_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     assert (tmp_path / "supervised_map_vs_bits.png").stat().st_size > 0
     again = rep_sup.run(tmp_path, ReproduceOptions(quick=True))      # every run read back from runs/
     assert again["summary"] == out["summary"]
+    narrowed = rep_sup.run(tmp_path, ReproduceOptions(quick=True, protocols=("tiny-mnist",), bits=(32,)))
+    assert narrowed["summary"] == out["summary"]
 
 
 def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
@@ -72,3 +75,23 @@ def test_reproductions_take_the_device(name, tmp_path):
     result = CliRunner().invoke(app, ["reproduce", name, "--quick", "--device", "cuda", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "cuda" in result.output
+
+
+def test_options_select_narrows_in_the_reproductions_order():
+    options = ReproduceOptions(protocols=("b", "a"), bits=(64,))
+    assert options.select(("a", "b", "c"), (16, 32, 64)) == (("a", "b"), (64,))
+    assert ReproduceOptions().select(("a", "b"), (16, 32)) == (("a", "b"), (16, 32))
+    with pytest.raises(InputError, match="no code length 48; it has: 16, 32"):
+        ReproduceOptions(bits=(48,)).select(("a",), (16, 32))
+
+
+@pytest.mark.parametrize("name", ["gsl", "supervised", "bdnn"])
+def test_reproductions_refuse_a_protocol_they_do_not_have(name, tmp_path):
+    from typer.testing import CliRunner
+
+    from deepcodes.cli import app
+
+    result = CliRunner().invoke(app, ["reproduce", name, "--protocol", "no-such", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "no protocol 'no-such'" in result.output and "mnist-sup" in result.output
+    assert not (tmp_path / "o").exists()

@@ -80,20 +80,23 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     """Run the comparison (``quick``: one seed, 32 bits, short schedules). Returns ``{"table": ...}``."""
     if options.schedule != "default":
         raise InputError(f"reproduce gsl has no schedule {options.schedule!r}")
+    schedules = QUICK if options.quick else SCHEDULES
+    chosen, bits = options.select(tuple(schedules), tuple(sorted({b for s in schedules.values()
+                                                                  for _, bl, _ in s.families for b in bl})))
+    schedules = {name: s for name, s in schedules.items() if name in chosen}
     out_dir = Path(out_dir)
     runs = out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    schedules = QUICK if options.quick else SCHEDULES
     started = time.perf_counter()
     records, tuning = [], {}
     # Family by family (classification first), so that an interrupted run has whole families.
     plan = [(family, name, bits_list, seeds) for family in FAMILIES for name, schedule in schedules.items()
-            for fam, bits_list, seeds in schedule.families if fam == family]
+            for fam, bits_list, seeds in schedule.families if fam == family and set(bits_list) & set(bits)]
     for family, name, bits_list, seeds in plan:
         study = Study(load_protocol(name), schedules[name], family, options.device, runs, options.progress)
         tuning[f"{name}/{family}"] = study.tune()
         for seed in range(options.n_seeds if seeds is None else min(seeds, options.n_seeds)):
-            records += study.seed_runs(seed, bits_list)
+            records += study.seed_runs(seed, [b for b in bits_list if b in bits])
     summary = summarise(records)
     seconds = time.perf_counter() - started
     table = tables(summary, tuning, options.n_seeds, seconds)

@@ -189,15 +189,15 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     if options.schedule != "default":
         raise InputError(f"reproduce supervised has no schedule {options.schedule!r}")
     quick = options.quick
+    protocols, bits = options.select(PROTOCOLS, (32,) if quick else BITS)
     out_dir = Path(out_dir)
     runs = out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    bits = (32,) if quick else BITS
     seeds = list(range(options.n_seeds))
     started = time.perf_counter()
     rows, sizes = [], {}
     # 32 bits first: an interrupted run has the middle column complete first.
-    plan = [(p, b, m, s) for p in PROTOCOLS for b in sorted(bits, key=lambda b: (b != 32, b))
+    plan = [(p, b, m, s) for p in protocols for b in sorted(bits, key=lambda b: (b != 32, b))
             for m in FIT_ORDER for s in seeds]
     for i, (name, b, method, seed) in enumerate(plan):
         protocol = load_protocol(name)
@@ -226,7 +226,7 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
                                              "summary": summary, "runs": rows})
     plot_map_vs_bits(summary, out_dir / "supervised_map_vs_bits.png", "Supervised hashers: mAP vs code length")
     pr_bits = 32 if 32 in bits else bits[0]
-    for name in PROTOCOLS:
+    for name in protocols:
         curves = [{"method": r["method"], "precision": r["pr_curve"]["precision"], "recall": r["pr_curve"]["recall"]}
                   for r in rows if r["protocol"] == name and r["bits"] == pr_bits and r["seed"] == seeds[0]]
         plot_pr_curves(curves, out_dir / f"supervised_pr_{pr_bits}bits_{name}.png",
