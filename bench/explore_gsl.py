@@ -1,76 +1,75 @@
-"""Explore GSL configurations against its baselines on the validation split (never the queries).
+"""Explore GSL configurations beyond the reproduction's on the validation split (never the queries).
 
-Each configuration trains from the shared warm-up network of the reproduction's schedule (or from
-scratch with ``scratch``) and reports validation mAP at the given code length; one JSON line per
-configuration is appended to ``--out``. The list of configurations is below; ``docs/gsl.md``
-records every result.
+Every configuration is one more variant of ``deepcodes.reproduce.gsl.Study`` (seed 0, the shared
+warm-up of the reproduction's schedule, cached in the same ``runs`` folder, so a configuration the
+reproduction already ran is read back); ``scratch`` configurations instead train the whole
+schedule (warm-up + fine epochs) with quantization awareness from the second epoch. One JSON line
+per configuration goes to stdout and to ``--out``; ``docs/gsl.md`` records every result.
 
-    python bench/explore_gsl.py --protocol cifar10-sup --bits 32 --out explore.jsonl [--only NAME ...]
+    python bench/explore_gsl.py --protocol mnist-sup --family classification --bits 32 \\
+        --runs reproduce-gsl/runs --out explore.jsonl [--only NAME ...]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 from deepcodes.data import load_protocol
 from deepcodes.reproduce import gsl as rep
 
-GSL = dict(quantization="gsl", alpha=0.5, n_neighbors=16, snap="direction")
+GSL = dict(quantization="gsl", n_neighbors=16, snap="direction")
 CONFIGS = {
-    "post-hoc": dict(quantization="none"),
-    "qloss 0.01": dict(quantization="loss", quant_weight=0.01),
-    "qloss 0.1": dict(quantization="loss", quant_weight=0.1),
-    "qloss 1": dict(quantization="loss", quant_weight=1.0),
-    "gsl a0.5 K16": GSL,
-    "gsl a1 K16": {**GSL, "alpha": 1.0},
-    "gsl a0.25 K16": {**GSL, "alpha": 0.25},
-    "gsl a1 K256": {**GSL, "alpha": 1.0, "n_neighbors": 256},
-    "gsl landing a1": {**GSL, "alpha": 1.0, "snap": "landing"},
-    "gsl landing a0.5": {**GSL, "snap": "landing"},
-    "gsl a1 + qloss 0.01": {**GSL, "alpha": 1.0, "quant_weight": 0.01},
-    "gsl a1 + qloss 0.1": {**GSL, "alpha": 1.0, "quant_weight": 0.1},
-    "gsl a1 + qloss 1": {**GSL, "alpha": 1.0, "quant_weight": 1.0},
-    "gsl a1 long": {**GSL, "alpha": 1.0, "fine_factor": 3},
-    "qloss 0.1 long": dict(quantization="loss", quant_weight=0.1, fine_factor=3),
+    "gsl K4": {**GSL, "n_neighbors": 4},
+    "gsl K64": {**GSL, "n_neighbors": 64},
+    "gsl K256": {**GSL, "n_neighbors": 256},
+    "gsl landing": {**GSL, "snap": "landing"},
+    "gsl + qloss λ/3": {**GSL, "quant_weight": 1 / 3},
     "post-hoc long": dict(quantization="none", fine_factor=3),
-    "gsl a1 scratch": {**GSL, "alpha": 1.0, "scratch": True},
-    "qloss 0.1 scratch": dict(quantization="loss", quant_weight=0.1, scratch=True),
+    "quant-loss long": dict(quantization="loss", fine_factor=3),
+    "gsl long": {**GSL, "fine_factor": 3},
+    "quant-loss scratch": dict(quantization="loss", scratch=True),
+    "gsl scratch": {**GSL, "scratch": True},
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--protocol", default="cifar10-sup")
+    ap.add_argument("--protocol", default="mnist-sup")
+    ap.add_argument("--family", default="classification", choices=list(rep.FAMILIES))
     ap.add_argument("--bits", type=int, default=32)
-    ap.add_argument("--loss", default="classification")
-    ap.add_argument("--margin", type=float, default=1.0)
-    ap.add_argument("--quantizer", default="pq")
+    ap.add_argument("--runs", type=Path, default=Path("reproduce-gsl/runs"))
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     protocol = load_protocol(args.protocol)
     schedule = rep.SCHEDULES[args.protocol]
-    split = rep.validation_split(protocol, schedule)
-    extra = dict(loss=args.loss, margin=args.margin, quantizer=args.quantizer)
-    warm = rep._model(args.bits, 1000, quantization="none", epochs=schedule["warm"], **extra).fit(split["X"], split["y"])
+    args.runs.mkdir(parents=True, exist_ok=True)
+    study = rep.Study(protocol, schedule, args.family, args.device, args.runs, progress=False)
+    tuning = study.tune()                 # λ and α of the reproduction (read back when it ran)
     for name in args.only or CONFIGS:
         cfg = dict(CONFIGS[name])
-        fine = schedule["fine"] * cfg.pop("fine_factor", 1)
-        scratch = cfg.pop("scratch", False)
+        factor, scratch = cfg.pop("fine_factor", 1), cfg.pop("scratch", False)
+        if cfg["quantization"] == "gsl":
+            cfg["alpha"] = tuning["alpha"]
+        if "quant_weight" in cfg:
+            cfg["quant_weight"] *= tuning["lambda"]
+        elif cfg["quantization"] == "loss":
+            cfg["quant_weight"] = tuning["lambda"]
         t = time.perf_counter()
         if scratch:
-            # quantization-aware from the second epoch on (a codebook of the untrained network means nothing)
-            model = rep._model(args.bits, 2000, epochs=schedule["warm"] + fine,
-                               quant_start=1 if cfg["quantization"] != "none" else 0, **extra, **cfg)
+            model = study.model(args.bits, 2000, epochs=schedule.warm + schedule.fine, lr=schedule.warm_lr,
+                                quant_start=1, **cfg).fit(study.X, study.y)
+            row = {"validation_map": model.validation_score_, "best_epoch": model.best_epoch_}
         else:
-            model = rep._model(args.bits, 2000, epochs=fine, init=warm, **extra, **cfg)
-        model.fit(split["X"], split["y"])
-        row = {"protocol": args.protocol, "bits": args.bits, "loss": args.loss, "quantizer": args.quantizer,
-               "config": name, "settings": cfg, "fine_epochs": fine, "scratch": scratch,
-               "validation_map": round(rep.validation_map(model, split), 4),
-               "quantization_error": round(model.quantizer_.quantization_error(model.embed(split["database"])), 4),
-               "snapped_fraction": round(model.history_[-1]["snapped_fraction"], 3) if model.history_ else None,
+            study.schedule = rep.Schedule(**{**schedule.__dict__, "fine": schedule.fine * factor})
+            row = study.variant(name.replace(" ", "-"), args.bits, 0, **cfg)
+            study.schedule = schedule
+        row = {"protocol": args.protocol, "family": args.family, "bits": args.bits, "config": name,
+               "settings": cfg, "fine_factor": factor, "scratch": scratch,
+               "validation_map": round(row["validation_map"], 4), "best_epoch": row["best_epoch"],
                "seconds": round(time.perf_counter() - t, 1)}
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:

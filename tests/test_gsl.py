@@ -146,15 +146,28 @@ def test_reproduction_table_from_runs():
 
     runs = []
     for seed, shift in ((0, 0.0), (1, 0.02)):
-        runs.append({"protocol": "mnist-sup", "variant": "float", "quantizer": "none", "bits": None, "seed": seed,
-                     "map": 0.9 + shift})
-        for variant, m in (("post-hoc", 0.8), ("quant-loss", 0.85), ("gsl", 0.86)):
+        for variant, m in (("float", 0.9), ("post-hoc", 0.8), ("quant-loss", 0.85), ("gsl", 0.86)):
             for bits in (16, 32):
-                runs.append({"protocol": "mnist-sup", "variant": variant, "quantizer": "pq", "bits": bits,
-                             "seed": seed, "map": m + shift, "quantization_error": 1.0})
-    summary = rep._summarise(runs)
+                runs.append({"protocol": "mnist-sup", "family": "classification", "variant": variant, "bits": bits,
+                             "seed": seed, "map": m + shift, "quantization_error": 1.0, "fit_seconds": 2.0})
+    summary = rep.summarise(runs)
     gsl16 = next(r for r in summary if r["variant"] == "gsl" and r["bits"] == 16)
     assert gsl16["map_mean"] == pytest.approx(0.87) and gsl16["map_std"] == pytest.approx(0.01)
-    assert sum(r["variant"] == "float" for r in summary) == 2          # the ceiling at every length
-    table = rep._tables(summary, {"mnist-sup": {"chosen": 0.1}}, 2, 60.0)
-    assert "| mnist-sup | 16 | 0.9100 ± 0.0100 | 0.8100 ± 0.0100 | 0.8600 ± 0.0100 | 0.8700 ± 0.0100 | 0.1000 |" in table
+    tuning = {"mnist-sup/classification": {"lambda": 0.1, "alpha": 0.5, "validation_map_by_lambda": {"0.1": 0.9},
+                                           "validation_map_by_alpha": {"0.5": 0.91}}}
+    table = rep.tables(summary, tuning, 2, 60.0)
+    assert "| mnist-sup | classification | 16 | 0.9100 ± 0.0100 | 0.8100 ± 0.0100 | 0.8600 ± 0.0100 | " \
+           "0.8700 ± 0.0100 |" in table
+    assert "| mnist-sup | classification | 32 | 0.8700 | 0.8600 | 0.0100 | True |" in table
+
+
+def test_validation_split_and_best_epoch(digits):
+    X, y = digits
+    warm = _gsl(quantization="none", epochs=3).fit(X, y)
+    scores = [h["validation_score"] for h in warm.history_]
+    assert len(scores) == 3 and warm.best_epoch_ == 1 + int(np.argmax(scores))
+    assert warm.validation_score_ == pytest.approx(max(scores))
+    late = _gsl(quantization="gsl", epochs=3, quant_start=1, init=warm, random_state=5).fit(X, y)
+    # The warm start keeps its init's held-out points; epochs before quantization awareness are not candidates.
+    assert late.validation_seed_ == warm.validation_seed_
+    assert late.history_[0]["validation_score"] is None and late.best_epoch_ >= 2

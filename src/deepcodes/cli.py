@@ -30,6 +30,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 REPRODUCTIONS = {
     "bdnn": "deepcodes.reproduce.bdnn",
     "gsl": "deepcodes.reproduce.gsl",
+    "supervised": "deepcodes.reproduce.supervised",
 }
 DATA_BUILDERS = {
     "sift1m-cifar": "deepcodes.data.sift_cifar",
@@ -256,7 +257,9 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
               seeds: int = typer.Option(3, "--seeds", help="Seeds per configuration."),
               progress: bool = typer.Option(True, help="Show progress."),
               device: str = typer.Option("cpu", "--device", help="torch device for the deep coders (cpu, cuda)."),
-              schedule: str = typer.Option("default", "--schedule", help="default, or paper: the authors' training length.")):
+              schedule: str = typer.Option("default", "--schedule", help="default, or paper: the authors' training length."),
+              protocol: Optional[list[str]] = typer.Option(None, "--protocol", help="Only this protocol (repeatable)."),
+              bits: Optional[list[int]] = typer.Option(None, "--bits", help="Only this code length (repeatable).")):
     """Run a paper's comparison and write a markdown table, JSON and plots."""
     from .reproduce import SCHEDULES, ReproduceOptions
 
@@ -270,7 +273,8 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
         module = importlib.import_module(REPRODUCTIONS[name])
     except ModuleNotFoundError:
         _fail(InputError(f"reproduction {name!r} is not available in this version"))
-    options = ReproduceOptions(quick=quick, seeds=seeds, progress=progress, device=device, schedule=schedule)
+    options = ReproduceOptions(quick=quick, seeds=seeds, progress=progress, device=device, schedule=schedule,
+                               protocols=tuple(protocol or ()), bits=tuple(bits or ()))
     try:
         summary = module.run(out or Path(f"reproduce-{name}"), options)
     except DeepcodesError as exc:

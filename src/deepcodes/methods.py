@@ -82,6 +82,12 @@ for _m in (
            supervised=True),
     Method("gsl", "Deep representation + vector quantization through the Gradient Snapping Layer (Liu & Lu, 2016)",
            _deep("gsl", "GSLQuantizer"), supervised=True),
+    Method("dsh", "DSH: deep supervised hashing, pairwise loss with a ±1 regulariser (Liu et al., CVPR 2016)",
+           _deep("dsh", "DSH"), supervised=True),
+    Method("dnnh", "DNNH: triplet ranking loss, divide-and-encode layer (Lai et al., CVPR 2015)",
+           _deep("dnnh", "DNNH"), supervised=True),
+    Method("subic", "SuBiC: block-structured one-hot codes, block-sum (ADC) search (Jain et al., ICCV 2017)",
+           _deep("subic", "SuBiC"), supervised=True),
 ):
     register_method(_m)
 

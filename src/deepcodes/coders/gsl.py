@@ -3,7 +3,6 @@ Layer (Liu & Lu, 2016; ALGORITHMS.md section 5), and its baselines on the same t
 from __future__ import annotations
 
 import logging
-import numbers
 
 import numpy as np
 import torch
@@ -11,8 +10,9 @@ from sklearn.base import clone
 
 from .. import persist
 from ..errors import FormatError, InputError
-from ..validation import check_fitted, check_int, check_labels, check_matrix, check_n_bits, rng_from, seed_from
+from ..validation import check_fitted, check_int, check_n_bits, seed_from
 from .base import Quantizer
+from .network import NETWORK_DOC, NetworkCoder, check_number
 from .pq import OPQ, PQ
 from .rq import RQ
 
@@ -26,14 +26,17 @@ _REFRESH_ITERS = {"n_iter": 10, "n_outer": 3}
 
 
 @persist.register
-class GSLQuantizer(Quantizer):
-    """A network f (MLP or small CNN) followed by a vector quantizer q (PQ, OPQ or RQ) on its output.
+class GSLQuantizer(NetworkCoder, Quantizer):
+    __doc__ = """A network f (MLP or small CNN) followed by a vector quantizer q (PQ, OPQ or RQ) on its output.
 
     Training alternates (a) fitting q on the current representations of a training sample and
     (b) training f through a :class:`~deepcodes.nn.GradientSnapping` layer with q fixed
     (``quantization="gsl"``). The same loop gives the baselines: ``quantization="none"`` (q fitted
     once after training, post hoc) and ``quantization="loss"`` (``quant_weight * ||z - q(z)||²``
-    added to the loss, DQN-style). ``quant_weight`` > 0 with ``"gsl"`` combines both.
+    added to the loss, DQN-style). ``quant_weight`` > 0 with ``"gsl"`` combines both. With a
+    validation split, every epoch from ``quant_start`` on is scored by the ADC mAP of the validation
+    queries over the validation database with q refitted on the epoch's representations, and the
+    best epoch is kept.
 
     Codes, ``decode`` and ADC search are q's, applied to f's output, so ``encode``, ``adc_tables``
     and ``query_bias`` take raw input rows; ``decode`` returns reconstructions of representations.
@@ -42,68 +45,44 @@ class GSLQuantizer(Quantizer):
     ----------
     n_bits : code length, a multiple of 8: ``n_bits / 8`` sub-quantizers (stages) of 256 codewords.
     quantizer : "pq", "opq", "rq" or an unfitted PQ/OPQ/RQ whose code size is ``n_bits``.
-    backbone : "mlp" (feature vectors) or "cnn" (images as rows, HWC order).
     dim : representation dimension.
-    hidden : MLP hidden widths; the CNN uses the last one for its hidden layer.
-    image_shape : (H, W, C) for the CNN; None infers 28x28x1 from 784 and 32x32x3 from 3072 values.
+    normalize : scale the representation to unit norm (then the classification loss uses a cosine
+        classifier with logit scale ``scale``).
     loss : "classification" (softmax on the representation), "contrastive" or "triplet".
     margin : margin of the contrastive and triplet losses.
     quantization : "gsl", "loss" or "none" (see above).
     alpha, n_neighbors, snap : the snapping layer's mixing weight, candidates and mode.
     quant_weight : weight λ of the quantization loss.
-    epochs : training epochs; quantization awareness starts at epoch ``quant_start`` (0-based) and
-        the codebook is refitted every ``refresh_every`` epochs from then on.
-    batch_size, lr, weight_decay : Adam's settings.
+    quant_start : first epoch (0-based) of quantization awareness; the codebook is refitted every
+        ``refresh_every`` epochs from then on.
     max_train : the codebook is fitted on at most this many training representations.
-    init : a fitted GSLQuantizer with the same backbone whose network (and classifier head) starts
-        training here (for schedules that share a warm-up; ``epochs=0`` only refits q).
-    random_state : seed or numpy Generator (network init, batches and k-means all derive from it).
-    device : torch device for training and encoding.
-    verbose : show a progress bar per epoch.
-
+    init : a fitted GSLQuantizer with the same network whose weights (and classifier head) start
+        training here (for schedules that share a warm-up; ``epochs=0`` only refits q); its
+        validation split is reused, so the points it held out stay unseen.""" + NETWORK_DOC + """
     Attributes
     ----------
-    network_ : the trained backbone (torch module, in eval mode).
+    network_ : the trained network (torch module, in eval mode).
     quantizer_ : the fitted inner PQ/OPQ/RQ on the representations.
     classes_ : the training labels' classes.
-    history_ : one dict per epoch (loss, quantization error, fraction of gradients snapped).
+    history_ : one dict per epoch (loss, quantization error, fraction of gradients snapped,
+        validation mAP); best_epoch_ : the epoch kept.
     """
 
     _learned = ("quantizer_",)
+    _min_rows = 256     # one per codeword
     # A plain class attribute shadows Quantizer.n_bits (a read-only property): here it is a parameter.
     n_bits = 32
 
     def __init__(self, n_bits: int = 32, quantizer="pq", backbone: str = "mlp", dim: int = 64,
-                 hidden=(256,), image_shape=None, loss: str = "classification", margin: float = 1.0,
-                 quantization: str = "gsl", alpha: float = 0.5, n_neighbors: int = 16,
-                 snap: str = "direction", quant_weight: float = 0.0, epochs: int = 10,
-                 quant_start: int = 0, refresh_every: int = 1, batch_size: int = 128, lr: float = 1e-3,
-                 weight_decay: float = 0.0, max_train: int | None = 20_000, init=None,
-                 random_state=None, device="cpu", verbose: bool = False):
-        self.n_bits = n_bits
-        self.quantizer = quantizer
-        self.backbone = backbone
-        self.dim = dim
-        self.hidden = hidden
-        self.image_shape = image_shape
-        self.loss = loss
-        self.margin = margin
-        self.quantization = quantization
-        self.alpha = alpha
-        self.n_neighbors = n_neighbors
-        self.snap = snap
-        self.quant_weight = quant_weight
-        self.epochs = epochs
-        self.quant_start = quant_start
-        self.refresh_every = refresh_every
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.max_train = max_train
-        self.init = init
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
+                 hidden=(256,), image_shape=None, normalize: bool = False, scale: float = 16.0,
+                 loss: str = "classification", margin: float = 1.0, quantization: str = "gsl",
+                 alpha: float = 0.5, n_neighbors: int = 16, snap: str = "direction", quant_weight: float = 0.0,
+                 epochs: int = 10, quant_start: int = 0, refresh_every: int = 1, batch_size: int = 128,
+                 lr: float = 1e-3, weight_decay: float = 0.0, lr_schedule: str = "constant",
+                 augment: bool = False, max_train: int | None = 20_000, init=None, validation_size=None,
+                 validation_database: int = 10000, patience: int | None = None, random_state=None,
+                 device="cpu", verbose: bool = False):
+        self._keep(locals())
 
     # --- code shape -------------------------------------------------------------------------
     @property
@@ -119,47 +98,32 @@ class GSLQuantizer(Quantizer):
 
     # --- fitting ----------------------------------------------------------------------------
     def _check_params(self) -> None:
-        from ..nn import BACKBONES, LOSSES
+        from ..nn import LOSSES
         from ..nn.snapping import check_snap_params
 
         check_n_bits(self.n_bits)
         self._quantizer_template()
-        if self.backbone not in BACKBONES:
-            raise InputError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        self._check_network_params()
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.quantization not in QUANTIZATION_MODES:
             raise InputError(f"quantization must be one of {QUANTIZATION_MODES}, got {self.quantization!r}")
         check_int(self.dim, "dim", low=1)
-        try:
-            hidden = tuple(check_int(h, "hidden width", low=1) for h in self.hidden)
-        except TypeError:
-            raise InputError(f"hidden must be a sequence of layer widths, got {self.hidden!r}") from None
-        if self.backbone == "cnn" and not hidden:
-            raise InputError("the CNN backbone needs one hidden width")
+        if not isinstance(self.normalize, (bool, np.bool_)):
+            raise InputError(f"normalize must be True or False, got {self.normalize!r}")
+        check_number(self.scale, "scale", positive=True)
         check_snap_params(self.alpha, self.n_neighbors, self.snap)
-        for name in ("margin", "quant_weight", "lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr == 0:
-            raise InputError("lr must be > 0")
+        for name in ("margin", "quant_weight"):
+            check_number(getattr(self, name), name)
         epochs = check_int(self.epochs, "epochs", low=0)
         start = check_int(self.quant_start, "quant_start", low=0)
         check_int(self.refresh_every, "refresh_every", low=1)
-        check_int(self.batch_size, "batch_size", low=2)
         if self.max_train is not None:
             check_int(self.max_train, "max_train", low=256)
         if self.quantization != "none" and start >= epochs:
             raise InputError(f"quantization={self.quantization!r} needs quant_start ({start}) < epochs ({epochs})")
         if self.quantization == "loss" and self.quant_weight == 0:
             raise InputError("quantization='loss' needs quant_weight > 0")
-        if self.device is not None and not isinstance(self.device, (str, torch.device)):
-            raise InputError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
-        try:
-            torch.empty(0, device=self.device)
-        except (RuntimeError, AssertionError) as exc:
-            raise InputError(f"device {self.device!r} is not usable here: {exc}") from None
 
     def _quantizer_template(self) -> Quantizer:
         """An unfitted inner quantizer whose code size is ``n_bits`` (InputError otherwise)."""
@@ -184,73 +148,67 @@ class GSLQuantizer(Quantizer):
             changes.update({k: v for k, v in _REFRESH_ITERS.items() if k in q.get_params()})
         return q.set_params(**changes)
 
+    def _build_network(self, in_dim: int) -> torch.nn.Module:
+        from ..nn import L2Normalize
+
+        network = self._backbone(in_dim, int(self.dim))
+        return torch.nn.Sequential(network, L2Normalize()) if self.normalize else network
+
+    def _new_loss(self, n_classes: int) -> torch.nn.Module:
+        from ..nn import build_loss
+
+        return build_loss(self.loss, int(self.dim), n_classes, float(self.margin),
+                          float(self.scale) if self.normalize else None)
+
     def fit(self, X, y=None) -> "GSLQuantizer":
         """Train the network and the quantizer on rows ``X`` (n, d) with class labels ``y`` (n,)."""
-        from ..nn import GradientSnapping, build_backbone, build_loss, train_network
-        from ..nn.init import reset_parameters
+        from ..nn import GradientSnapping
         from ..nn.snapping import Codebook
 
         self._check_params()
-        X = check_matrix(X)
-        if y is None:
-            raise InputError(f"labels are missing: the {self.loss} loss is supervised, call fit(X, y)")
-        y = check_labels(y, X.shape[0], min_classes=2)
-        if X.shape[0] < 256:
-            raise InputError(f"GSLQuantizer needs at least 256 training rows (one per codeword), got {X.shape[0]}")
-        hidden = tuple(int(h) for h in self.hidden)
-        rng = rng_from(self.random_state)
-        gen = torch.Generator().manual_seed(seed_from(rng))
-        classes, y_idx = np.unique(y, return_inverse=True)
-        network = reset_parameters(build_backbone(self.backbone, X.shape[1], int(self.dim), hidden=hidden,
-                                                  image_shape=self.image_shape), gen)
-        loss_fn = reset_parameters(build_loss(self.loss, int(self.dim), len(classes), float(self.margin)), gen)
+        setup = self._setup_fit(X, y, self._new_loss)
+        X, rng, split = setup.X, setup.rng, setup.split
         if self.init is not None:
-            self._warm_start(network, loss_fn, X.shape[1], classes)
-        device = torch.device(self.device)
-        network.to(device)
-        loss_fn.to(device)
-        Xt = _tensor(X, device)
-        yt = torch.from_numpy(y_idx.astype(np.int64)).to(device)
-        sample = np.arange(X.shape[0])
-        if self.max_train is not None and X.shape[0] > self.max_train:
-            sample = np.sort(rng.choice(X.shape[0], int(self.max_train), replace=False))
-        sample_t = torch.from_numpy(sample).to(device)
-
-        self.n_features_in_ = X.shape[1]
-        self.network_ = network
-        self.classes_ = classes
-        state = {"codebook": None}
+            self._warm_start(setup.network, setup.loss_fn, X.shape[1], setup.classes)
+        rows = split.train_idx
+        if self.max_train is not None and len(rows) > self.max_train:
+            rows = np.sort(rng.choice(rows, int(self.max_train), replace=False))
+        sample = X[rows]
         start, every = int(self.quant_start), int(self.refresh_every)
+        fresh: dict = {}       # the quantizer last fitted by the validator, on the current network
 
-        def codebook_at(epoch: int):
-            if self.quantization == "none" or epoch < start:
+        def refit():
+            return self._new_quantizer(rng, refresh=True).fit(self.embed(sample))
+
+        def codebook_at(state):
+            if self.quantization == "none" or state.epoch < start:
                 return None
-            if (epoch - start) % every == 0:
-                Z = self._embed_tensor(Xt[sample_t])
-                q = self._new_quantizer(rng, refresh=True).fit(Z)
-                state["codebook"] = Codebook.from_quantizer(q, device)
+            if (state.epoch - start) % every == 0:
+                q = fresh.pop("quantizer", None) or refit()
                 if log.isEnabledFor(logging.INFO):
-                    log.info("epoch %d: codebook refitted, quantization error %.4f", epoch + 1,
-                             q.quantization_error(Z[:5000]))
-            return state["codebook"]
+                    log.info("epoch %d: codebook refitted, quantization error %.4f", state.epoch + 1,
+                             q.quantization_error(self.embed(sample[:5000])))
+                return Codebook.from_quantizer(q, torch.device(self.device))
+            return state.codebook
 
-        snap_layer = None
-        if self.quantization == "gsl":
-            snap_layer = GradientSnapping(self.alpha, self.n_neighbors, self.snap)
-        self.history_ = train_network(
-            network, loss_fn, Xt, yt, epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr),
-            weight_decay=float(self.weight_decay), generator=gen, snap_layer=snap_layer,
-            quant_weight=float(self.quant_weight), codebook_at=codebook_at, progress=bool(self.verbose))
-        self.loss_ = loss_fn
-        Z = self._embed_tensor(Xt[sample_t])
-        self.quantizer_ = self._new_quantizer(rng, refresh=False).fit(Z)
+        def validate(state):
+            if self.quantization != "none" and state.epoch < start:
+                return None
+            q = fresh["quantizer"] = refit()
+            return split.score_euclidean(self.embed(split.queries), q.decode(q.encode(self.embed(split.database))))
+
+        snap_layer = GradientSnapping(self.alpha, self.n_neighbors, self.snap) if self.quantization == "gsl" else None
+        self._fit_network(setup, validate=validate, snap_layer=snap_layer, quant_weight=float(self.quant_weight),
+                          codebook_at=codebook_at)
+        self.loss_ = setup.loss_fn
+        self.quantizer_ = self._new_quantizer(rng, refresh=False).fit(self.embed(sample))
         return self
 
     def _warm_start(self, network, loss_fn, in_dim: int, classes) -> None:
         init = self.init
         if not isinstance(init, GSLQuantizer) or getattr(init, "network_", None) is None:
             raise InputError("init must be a fitted GSLQuantizer")
-        same = ("backbone", "dim", "hidden", "image_shape")
+        same = ("backbone", "dim", "hidden", "image_shape", "normalize")
         if init.n_features_in_ != in_dim or any(
                 _plain(getattr(init, k)) != _plain(getattr(self, k)) for k in same):
             raise InputError(f"init's network does not match this one (input dimension and {', '.join(same)} "
@@ -261,20 +219,10 @@ class GSLQuantizer(Quantizer):
             loss_fn.load_state_dict(head.state_dict())
 
     # --- the network --------------------------------------------------------------------------
-    @torch.no_grad()
-    def _embed_tensor(self, X: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
-        self.network_.eval()
-        out = [self.network_(X[s:s + batch_size]).cpu() for s in range(0, X.shape[0], batch_size)]
-        return torch.cat(out).numpy().astype(np.float32, copy=False)
-
     def embed(self, X, batch_size: int = 4096) -> np.ndarray:
         """The network's float representations (n, dim) of input rows ``X`` (n, d)."""
         check_fitted(self, "network_")
-        X = check_matrix(X, dim=self.n_features_in_)
-        device = torch.device(self.device)
-        if next(self.network_.parameters()).device != device:
-            self.network_.to(device)
-        return self._embed_tensor(_tensor(X, device), batch_size)
+        return self._outputs(X, batch_size)
 
     @property
     def representation_dim_(self) -> int:
@@ -315,55 +263,34 @@ class GSLQuantizer(Quantizer):
 
     # --- persistence ---------------------------------------------------------------------------
     def _get_state(self):
-        params = self.get_params(deep=False)
-        params["init"] = None
-        params["hidden"] = [int(h) for h in self.hidden]
-        params["image_shape"] = None if self.image_shape is None else [int(s) for s in self.image_shape]
+        params, arrays = super()._get_state()
         params["quantizer"] = type(self.quantizer_).__name__.lower()
-        params["device"] = str(self.device)
-        if not (self.random_state is None or isinstance(self.random_state, numbers.Integral)):
-            params["random_state"] = None
         q_params, q_arrays = self.quantizer_._get_state()
-        params["n_features_in_"] = int(self.n_features_in_)
         params["quantizer_class_"] = type(self.quantizer_).__name__
         params["quantizer_params_"] = q_params
-        arrays = {f"network.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
         arrays.update({f"quantizer.{k}": v for k, v in q_arrays.items()})
-        arrays["classes_"] = np.asarray(self.classes_)
+        # The classifier head (classification loss) lets a loaded model warm-start another.
+        arrays.update({f"loss.{k}": v.detach().cpu().numpy() for k, v in self.loss_.state_dict().items()})
         return params, arrays
 
     @classmethod
     def _from_state(cls, params, arrays):
-        from ..nn import build_backbone
-
         params = dict(params)
-        n_features = int(params.pop("n_features_in_"))
         q_cls = persist.class_named(params.pop("quantizer_class_"))
         q_params = params.pop("quantizer_params_")
         if not issubclass(q_cls, (PQ, RQ)):
             raise FormatError("the inner quantizer of a GSLQuantizer file is not a PQ, OPQ or RQ")
-        params["hidden"] = tuple(params["hidden"])
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
-        obj = cls(**params)
-        obj.n_features_in_ = n_features
+        obj = super()._from_state(params, arrays)
         obj.quantizer_ = q_cls._from_state(q_params, {k[len("quantizer."):]: v for k, v in arrays.items()
                                                       if k.startswith("quantizer.")})
-        network = build_backbone(obj.backbone, n_features, int(obj.dim), hidden=obj.hidden,
-                                 image_shape=obj.image_shape)
+        obj.loss_ = obj._new_loss(len(obj.classes_))
         try:
-            network.load_state_dict({k[len("network."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                                     if k.startswith("network.")})
+            obj.loss_.load_state_dict({k[len("loss."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
+                                       if k.startswith("loss.")})
         except RuntimeError as exc:
-            raise FormatError(f"the network weights do not fit the saved backbone: {exc}") from None
-        obj.network_ = network.eval()
-        obj.classes_ = arrays["classes_"]
+            raise FormatError(f"the saved loss head does not fit a {obj.loss} loss: {exc}") from None
+        obj.loss_.eval()
         return obj
-
-
-def _tensor(X: np.ndarray, device) -> torch.Tensor:
-    # torch cannot wrap read-only arrays (the protocols' are): copy those.
-    return torch.from_numpy(X if X.flags.writeable else X.copy()).to(device)
 
 
 def _plain(value):

@@ -50,6 +50,14 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x.reshape(-1, H, W, C).permute(0, 3, 1, 2)))
 
 
+class L2Normalize(nn.Module):
+    """Rows scaled to unit Euclidean norm (a representation on the sphere: its Euclidean ranking
+    is the cosine ranking)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(z, dim=1)
+
+
 def image_shape_for(in_dim: int, image_shape=None) -> tuple[int, int, int]:
     """The (H, W, C) image shape for rows of ``in_dim`` values, checked (InputError if they disagree)."""
     if image_shape is None:

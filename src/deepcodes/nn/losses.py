@@ -12,21 +12,27 @@ from ..errors import InputError
 LOSSES = ("classification", "contrastive", "triplet")
 
 
-def _pair_distances(z: torch.Tensor) -> torch.Tensor:
+def _pair_distances(z: torch.Tensor, squared: bool = False) -> torch.Tensor:
     # Explicit differences rather than cdist: cdist's gradient is NaN on the zero diagonal.
     d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
-    return torch.sqrt(d2 + 1e-12)
+    return d2 if squared else torch.sqrt(d2 + 1e-12)
 
 
 class ClassificationLoss(nn.Module):
-    """Softmax cross-entropy of a linear classifier on the representation."""
+    """Softmax cross-entropy of a linear classifier on the representation; with ``cosine_scale`` s,
+    of a cosine classifier instead (logits s·cos(z, w_c), the normalised softmax of NormFace),
+    which suits representations on the unit sphere."""
 
-    def __init__(self, dim: int, n_classes: int):
+    def __init__(self, dim: int, n_classes: int, cosine_scale: float | None = None):
         super().__init__()
-        self.head = nn.Linear(dim, n_classes)
+        self.head = nn.Linear(dim, n_classes, bias=cosine_scale is None)
+        self.cosine_scale = None if cosine_scale is None else float(cosine_scale)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(self.head(z), y)
+        if self.cosine_scale is None:
+            return nn.functional.cross_entropy(self.head(z), y)
+        logits = nn.functional.normalize(z, dim=1) @ nn.functional.normalize(self.head.weight, dim=1).T
+        return nn.functional.cross_entropy(self.cosine_scale * logits, y)
 
 
 class ContrastiveLoss(nn.Module):
@@ -46,14 +52,16 @@ class ContrastiveLoss(nn.Module):
 
 
 class TripletLoss(nn.Module):
-    """Triplet loss max(0, d(a, p) - d(a, n) + margin), averaged over every valid triplet of the batch."""
+    """Triplet loss max(0, d(a, p) - d(a, n) + margin), averaged over every valid triplet of the
+    batch (batch-all mining); ``squared`` uses squared Euclidean distances (DNNH's form)."""
 
-    def __init__(self, margin: float = 1.0):
+    def __init__(self, margin: float = 1.0, squared: bool = False):
         super().__init__()
         self.margin = float(margin)
+        self.squared = bool(squared)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d = _pair_distances(z)
+        d = _pair_distances(z, self.squared)
         same = y[:, None] == y[None, :]
         pos = same & ~torch.eye(len(y), dtype=torch.bool, device=z.device)
         valid = pos[:, :, None] & ~same[:, None, :]
@@ -63,10 +71,12 @@ class TripletLoss(nn.Module):
         return per_triplet[valid].mean()
 
 
-def build_loss(name: str, dim: int, n_classes: int, margin: float = 1.0) -> nn.Module:
-    """The similarity loss ``name`` for ``dim``-d representations of ``n_classes`` classes."""
+def build_loss(name: str, dim: int, n_classes: int, margin: float = 1.0,
+               cosine_scale: float | None = None) -> nn.Module:
+    """The similarity loss ``name`` for ``dim``-d representations of ``n_classes`` classes
+    (``cosine_scale``: the classification loss's cosine classifier, see ClassificationLoss)."""
     if name == "classification":
-        return ClassificationLoss(dim, n_classes)
+        return ClassificationLoss(dim, n_classes, cosine_scale)
     if name == "contrastive":
         return ContrastiveLoss(margin)
     if name == "triplet":

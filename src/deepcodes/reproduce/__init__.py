@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 SCHEDULES = ("default", "paper")
 
 
@@ -18,6 +20,7 @@ class ReproduceOptions:
     device : torch device for the deep coders ("cpu", "cuda", ...).
     schedule : "default" (the fast schedule) or "paper" (the authors' training length, where a
         reproduction has one; the others refuse it).
+    protocols, bits : run only these protocols / code lengths of the reproduction's own (empty: all).
     """
 
     quick: bool = False
@@ -25,7 +28,21 @@ class ReproduceOptions:
     progress: bool = False
     device: str = "cpu"
     schedule: str = "default"
+    protocols: tuple[str, ...] = ()
+    bits: tuple[int, ...] = ()
 
     @property
     def n_seeds(self) -> int:
         return 1 if self.quick else int(self.seeds)
+
+    def select(self, protocols, bits) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The reproduction's ``protocols`` and ``bits`` narrowed to those asked for (in the
+        reproduction's order); one it does not have is an ``InputError`` listing what it has."""
+        return _subset("protocol", protocols, self.protocols), _subset("code length", bits, self.bits)
+
+
+def _subset(what: str, available, asked) -> tuple:
+    unknown = [a for a in asked if a not in available]
+    if unknown:
+        raise InputError(f"this reproduction has no {what} {unknown[0]!r}; it has: {', '.join(map(str, available))}")
+    return tuple(a for a in available if not asked or a in asked)

@@ -120,12 +120,13 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
         raise InputError(f"reproduce bdnn has no schedule {options.schedule!r} yet")
     quick, progress, device = options.quick, options.progress, options.device
     seeds = options.n_seeds
+    chosen, bits = options.select(UNSUPERVISED + SUPERVISED, QUICK_BITS if quick else BITS)
     out_dir = Path(out_dir)
     runs = out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    bits = QUICK_BITS if quick else BITS
     seed_list = list(range(seeds))
-    plan = [(p, m) for p in UNSUPERVISED for m in UNSUP_METHODS] + [(p, m) for p in SUPERVISED for m in SUP_METHODS]
+    plan = [(p, m) for p in UNSUPERVISED if p in chosen for m in UNSUP_METHODS] + [
+        (p, m) for p in SUPERVISED if p in chosen for m in SUP_METHODS]
     started = time.perf_counter()
     rows, sizes = [], {}
     total = len(plan) * len(bits) * len(seed_list)

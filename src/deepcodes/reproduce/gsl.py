@@ -1,176 +1,239 @@
 """Reproduction and ablation of GSL (Liu & Lu, 2016) on ``mnist-sup`` and ``cifar10-sup``.
 
-Every variant uses the same small CNN, the same classification loss, the same total number of
-epochs and the same batch order; they differ only in the last ``fine`` epochs, which all start
-from one shared warm-up network per seed (quantization awareness is switched on late):
+Per protocol, loss family (classification, contrastive, triplet) and seed, one representation is
+trained first (the warm-up: the small CNN, 64-d output scaled to unit norm, no quantizer, the whole
+training set, cosine-decayed Adam, augmentation on CIFAR-10); every variant then trains ``fine``
+more epochs from it with the same schedule and batch order, and differs only in its quantization
+awareness:
 
-1. float: the network trained ``fine`` more epochs with no quantizer, searched exactly (the ceiling);
-2. post hoc: that same network, PQ fitted on its representations afterwards;
-3. quantization loss: the ``fine`` epochs add ``λ ||z - q(z)||²`` (DQN-style), λ chosen on a
-   validation split of the training set (never on the queries);
-4. GSL: the ``fine`` epochs go through the Gradient Snapping Layer.
+* post hoc: no awareness, PQ fitted on the final representations (also searched exactly: float);
+* quant-loss: ``λ ||z - q(z)||²`` added (q refitted every epoch), λ tuned on the validation split;
+* gsl: the Gradient Snapping Layer, α tuned on the validation split;
+* gsl+qloss: GSL with a small quantization loss (λ/10), 32 bits;
+* gsl-late: GSL switched on only for the second half of the fine epochs, 32 bits;
+* gsl-opq, gsl-rq: GSL with OPQ and RQ codebooks, 32 bits.
 
-Also GSL with PQ, OPQ and RQ at 32 bits. Writes ``gsl.md``, ``gsl.json`` and plots to ``out_dir``.
+Every fit keeps the epoch with the best validation mAP on a split of the *training* set (the warm
+model's split, inherited by every variant), never on the queries; λ and α are chosen on that
+split too (seed 0, 32 bits). Each run's result is saved under ``out_dir/runs`` as it is measured
+(warm networks as model files), so an interrupted reproduction resumes. Writes ``gsl.md``,
+``gsl.json`` and plots.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .. import persist
 from ..coders.gsl import GSLQuantizer
 from ..data import load_protocol
-from ..eval import evaluate_search
-from ..eval.relevance import ClassRelevance, relevance_for
+from ..errors import FormatError, InputError
+from ..eval import TIE_RULE, evaluate_search
+from ..eval.relevance import relevance_for
 from ..eval.report import markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
-from ..errors import InputError
 from ..index import ADCIndex
 from . import ReproduceOptions
+from .records import cached_json, group_rows
 
 log = logging.getLogger(__name__)
 
 BITS = (16, 32, 64)
-LAMBDAS = (0.003, 0.01, 0.03, 0.1, 1.0)
-COMMON = dict(backbone="cnn", dim=64, loss="classification", batch_size=128, lr=1e-3, max_train=20_000)
-GSL = dict(alpha=0.5, n_neighbors=16, snap="direction")
-# Epochs of the shared warm-up and of the variant-specific end of training, and the training rows
-# used (a seeded subset of MNIST's 60,000 keeps the whole run within 45 minutes on 2 cores; the
-# database stays all 60,000), per protocol.
-SCHEDULES = {"mnist-sup": {"warm": 4, "fine": 3, "n_train": 20_000},
-             "cifar10-sup": {"warm": 15, "fine": 5, "n_train": None}}
-VALIDATION = {"fraction": 0.2, "queries": 1000, "database": 10_000}
-VARIANTS = ("float", "post-hoc", "quant-loss", "gsl")
+LAMBDAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+ALPHAS = (0.25, 0.5, 1.0)
+NETWORK = dict(backbone="cnn", dim=64, hidden=(256,), normalize=True, scale=16.0, batch_size=128,
+               lr_schedule="cosine", max_train=20_000)
+FAMILIES = {"classification": dict(loss="classification"),
+            "contrastive": dict(loss="contrastive", margin=1.0),
+            "triplet": dict(loss="triplet", margin=0.5)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs of the warm-up and of each variant's end of training, their learning rates, training
+    rows used (None: all), augmentation, and each loss family's code lengths and number of seeds
+    (None: the reproduction's ``--seeds``)."""
+
+    warm: int
+    fine: int
+    warm_lr: float = 2e-3
+    fine_lr: float = 5e-4
+    n_train: int | None = None
+    augment: bool = False
+    families: tuple = (("classification", BITS, None), ("contrastive", (32,), 1), ("triplet", (32,), 1))
+
+
+# The contrastive and triplet families run one seed at 32 bits: on 2 shared CPU cores the three
+# families at three seeds and three lengths would take a day.
+SCHEDULES = {"mnist-sup": Schedule(warm=10, fine=2),
+             "cifar10-sup": Schedule(warm=60, fine=10, augment=True)}
+QUICK = {"mnist-sup": Schedule(warm=2, fine=1, n_train=10_000, families=(("classification", (32,), None),)),
+         "cifar10-sup": Schedule(warm=10, fine=2, augment=True, families=(("classification", (32,), None),))}
+MAIN_VARIANTS = ("float", "post-hoc", "quant-loss", "gsl", "gsl+qloss", "gsl-late")
 
 
 def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
-    """Run the comparison; ``quick``: one seed at 32 bits. Returns ``{"table": markdown, ...}``."""
+    """Run the comparison (``quick``: one seed, 32 bits, short schedules). Returns ``{"table": ...}``."""
     if options.schedule != "default":
         raise InputError(f"reproduce gsl has no schedule {options.schedule!r}")
-    if options.device != "cpu":
-        raise InputError("reproduce gsl runs on the CPU only in this version")
+    schedules = QUICK if options.quick else SCHEDULES
+    chosen, bits = options.select(tuple(schedules), tuple(sorted({b for s in schedules.values()
+                                                                  for _, bl, _ in s.families for b in bl})))
+    schedules = {name: s for name, s in schedules.items() if name in chosen}
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    quick, progress, seeds = options.quick, options.progress, options.n_seeds
-    bits_list = (32,) if quick else BITS
-    start = time.perf_counter()
+    runs = out_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     records, tuning = [], {}
-    for name, schedule in SCHEDULES.items():
-        protocol = load_protocol(name)
-        lam, tuning[name] = tune_quant_weight(protocol, schedule, bits=32, progress=progress)
-        for seed in range(seeds):
-            records += _run_seed(protocol, schedule, seed, bits_list, lam, progress)
-    summary = _summarise(records)
-    table = _tables(summary, tuning, seeds, time.perf_counter() - start)
-    result = {"table": table, "summary": summary, "runs": records, "tuning": tuning,
-              "settings": {"common": COMMON, "gsl": GSL, "schedules": SCHEDULES, "lambdas": LAMBDAS,
-                           "validation": VALIDATION, "bits": list(bits_list), "seeds": seeds},
-              "seconds": round(time.perf_counter() - start, 1)}
+    # Family by family (classification first), so that an interrupted run has whole families.
+    plan = [(family, name, bits_list, seeds) for family in FAMILIES for name, schedule in schedules.items()
+            for fam, bits_list, seeds in schedule.families if fam == family and set(bits_list) & set(bits)]
+    for family, name, bits_list, seeds in plan:
+        study = Study(load_protocol(name), schedules[name], family, options.device, runs, options.progress)
+        tuning[f"{name}/{family}"] = study.tune()
+        for seed in range(options.n_seeds if seeds is None else min(seeds, options.n_seeds)):
+            records += study.seed_runs(seed, [b for b in bits_list if b in bits])
+    summary = summarise(records)
+    seconds = time.perf_counter() - started
+    table = tables(summary, tuning, options.n_seeds, seconds)
+    result = {"table": table, "summary": summary, "runs": records, "tuning": tuning, "tie_rule": TIE_RULE,
+              "settings": {"network": NETWORK, "families": FAMILIES, "lambdas": LAMBDAS, "alphas": ALPHAS,
+                           "schedules": {k: asdict(v) for k, v in schedules.items()}, "seeds": options.n_seeds},
+              "seconds": round(seconds, 1)}
     (out_dir / "gsl.md").write_text(table)
     write_json(out_dir / "gsl.json", result)
-    main = [r for r in summary if r["quantizer"] in ("pq", "none")]
-    plot_map_vs_bits([{"method": r["variant"], "protocol": r["protocol"], "bits": r["bits"], "map": r["map_mean"]}
-                      for r in main], out_dir / "gsl_map_vs_bits.png", "GSL vs its baselines (mean mAP)")
-    for name in SCHEDULES:
-        curves = [{"method": r["variant"] if r["quantizer"] == "pq" else f"gsl-{r['quantizer']}",
-                   "precision": r["pr_curve"]["precision"], "recall": r["pr_curve"]["recall"]}
-                  for r in records if r["protocol"] == name and r["bits"] in (32, None) and r["seed"] == 0]
-        plot_pr_curves(curves, out_dir / f"gsl_pr_{name}_32bits.png", f"{name}, 32 bits, seed 0")
+    main = [r for r in summary if r["family"] == "classification" and r["variant"] in ("float", "post-hoc",
+                                                                                        "quant-loss", "gsl")]
+    if main:
+        plot_map_vs_bits([{"method": r["variant"], "protocol": r["protocol"], "bits": r["bits"], "map": r["map_mean"]}
+                          for r in main], out_dir / "gsl_map_vs_bits.png", "GSL vs its baselines (mean mAP)")
+    for name in schedules:
+        curves = [{"method": r["variant"], "precision": r["pr_curve"]["precision"], "recall": r["pr_curve"]["recall"]}
+                  for r in records if r["protocol"] == name and r["family"] == "classification" and r["bits"] == 32
+                  and r["seed"] == 0 and r["variant"] in MAIN_VARIANTS]
+        if curves:
+            plot_pr_curves(curves, out_dir / f"gsl_pr_{name}_32bits.png", f"{name}, 32 bits, seed 0")
     return result
 
 
-def _model(bits, seed, **kw) -> GSLQuantizer:
-    return GSLQuantizer(n_bits=bits, random_state=seed, **{**COMMON, **kw})
+class Study:
+    """The runs of one protocol and loss family: warm-ups, tuning and variants, cached in ``runs``."""
+
+    def __init__(self, protocol, schedule: Schedule, family: str, device: str, runs: Path, progress: bool):
+        self.protocol, self.schedule, self.family = protocol, schedule, family
+        self.device, self.runs, self.progress = device, runs, progress
+        X, y = protocol.train, protocol.train_labels
+        if schedule.n_train is not None and schedule.n_train < len(X):
+            rows = np.sort(np.random.default_rng(0).choice(len(X), schedule.n_train, replace=False))
+            X, y = X[rows], y[rows]
+        self.X, self.y = X, y
+        self._warm: dict[int, GSLQuantizer] = {}
+        self.lam: float | None = None
+        self.alpha: float | None = None
+
+    def _key(self, *parts, fine: bool = True) -> str:
+        s = self.schedule
+        epochs = f"w{s.warm}" + (f"f{s.fine}" if fine else "")
+        return "_".join([self.protocol.name, self.family, f"{epochs}n{s.n_train or 'all'}", *map(str, parts)])
+
+    def model(self, bits: int, seed: int, **kw) -> GSLQuantizer:
+        """An unfitted GSLQuantizer with the study's network, loss family and device."""
+        return GSLQuantizer(n_bits=bits, random_state=seed, device=self.device, augment=self.schedule.augment,
+                            **NETWORK, **FAMILIES[self.family], **kw)
+
+    def warm(self, seed: int) -> GSLQuantizer:
+        """The seed's warm-up network (trained once, saved, reloaded on later runs)."""
+        if seed not in self._warm:
+            path = self.runs / f"{self._key('warm', f's{seed}', fine=False)}.dc"
+            model = None
+            if path.is_file():
+                try:
+                    model = persist.load(path)
+                except FormatError:
+                    log.warning("ignoring unreadable warm-up file %s", path)
+            if model is None:
+                started = time.perf_counter()
+                model = self.model(32, 1000 + seed, quantization="none", epochs=self.schedule.warm,
+                                    lr=self.schedule.warm_lr, verbose=self.progress).fit(self.X, self.y)
+                model.save(path, meta={"fit_seconds": round(time.perf_counter() - started, 1)})
+            self._warm[seed] = model
+        return self._warm[seed]
+
+    def variant(self, name: str, bits: int, seed: int, **kw) -> dict:
+        """Fit (or read back) one variant fine-tuned from the seed's warm-up; its result record."""
+        settings = "".join(f"_{k}{v}" for k, v in sorted(kw.items()) if k != "quantization")
+        path = self.runs / f"{self._key(name, bits, f's{seed}')}{settings}.json"
+        return cached_json(path, lambda: self._fit_variant(name, bits, seed, kw))
+
+    def _fit_variant(self, name: str, bits: int, seed: int, kw: dict) -> dict:
+        warm = self.warm(seed)
+        started = time.perf_counter()
+        model = self.model(bits, 2000 + seed, epochs=self.schedule.fine, lr=self.schedule.fine_lr, init=warm,
+                            **kw).fit(self.X, self.y)
+        fit_seconds = time.perf_counter() - started
+        Zdb, Zq = model.embed(self.protocol.database), model.embed(self.protocol.queries)
+        rec = {"protocol": self.protocol.name, "family": self.family, "variant": name, "bits": bits, "seed": seed,
+               "settings": kw,
+               "fit_seconds": round(fit_seconds, 1), "best_epoch": model.best_epoch_,
+               "validation_map": model.validation_score_,
+               "quantization_error": float(model.quantizer_.quantization_error(Zdb[:5000]))}
+        rec.update(_metrics(adc_search(model, Zdb, Zq), self.protocol, len(Zdb)))
+        if name == "post-hoc":
+            rec["float"] = _metrics(exact_search(Zdb, Zq), self.protocol, len(Zdb))
+        log.info("%s %s %s %d bits seed %d: mAP %.4f (validation %.4f)", self.protocol.name, self.family, name,
+                 bits, seed, rec["map"], rec["validation_map"])
+        return rec
+
+    def tune(self) -> dict:
+        """λ of the quantization loss and α of GSL with the best validation mAP (seed 0, 32 bits)."""
+        lam = {x: self.variant("quant-loss", 32, 0, quantization="loss", quant_weight=x)["validation_map"]
+               for x in tqdm(LAMBDAS, disable=not self.progress, desc=f"{self.protocol.name} {self.family} λ")}
+        alpha = {x: self.variant("gsl", 32, 0, **_gsl(x))["validation_map"]
+                 for x in tqdm(ALPHAS, disable=not self.progress, desc=f"{self.protocol.name} {self.family} α")}
+        self.lam, self.alpha = max(lam, key=lam.get), max(alpha, key=alpha.get)
+        return {"bits": 32, "seed": 0, "lambda": self.lam, "alpha": self.alpha,
+                "validation_map_by_lambda": {str(k): v for k, v in lam.items()},
+                "validation_map_by_alpha": {str(k): v for k, v in alpha.items()}}
+
+    def seed_runs(self, seed: int, bits_list) -> list[dict]:
+        """Every variant of one seed at each code length (GSL + quantization loss, GSL late, OPQ and
+        RQ at 32 bits, for the classification family)."""
+        gsl = _gsl(self.alpha)
+        out = []
+        for bits in bits_list:
+            plan = [("post-hoc", dict(quantization="none")),
+                    ("quant-loss", dict(quantization="loss", quant_weight=self.lam)),
+                    ("gsl", gsl)]
+            if self.family == "classification" and bits == 32:
+                plan += [("gsl+qloss", {**gsl, "quant_weight": self.lam / 10}),
+                         ("gsl-late", {**gsl, "quant_start": self.schedule.fine // 2}),
+                         ("gsl-opq", {**gsl, "quantizer": "opq"}), ("gsl-rq", {**gsl, "quantizer": "rq"})]
+            for name, kw in plan:
+                rec = self.variant(name, bits, seed, **kw)
+                out.append(rec)
+                if name == "post-hoc":
+                    out.append({k: rec[k] for k in ("protocol", "family", "bits", "seed")}
+                               | {"variant": "float", **rec["float"]})
+        return out
 
 
-def _training_set(protocol, schedule) -> tuple[np.ndarray, np.ndarray]:
-    X, y = protocol.train, protocol.train_labels
-    n = schedule["n_train"]
-    if n is None or n >= len(X):
-        return X, y
-    rows = np.sort(np.random.default_rng(0).choice(len(X), n, replace=False))
-    return X[rows], y[rows]
+def _gsl(alpha: float) -> dict:
+    return dict(quantization="gsl", alpha=alpha, n_neighbors=16, snap="direction")
 
 
-def _run_seed(protocol, schedule, seed, bits_list, lam, progress) -> list[dict]:
-    X, y = _training_set(protocol, schedule)
-    warm_seed, fine_seed = 1000 + seed, 2000 + seed   # every variant's end of training sees one batch order
-    bar = tqdm(total=2 + 3 * len(bits_list) + 2 * (32 in bits_list), disable=not progress,
-               desc=f"{protocol.name} seed {seed}")
-    warm = _model(max(bits_list), warm_seed, quantization="none", epochs=schedule["warm"]).fit(X, y)
-    bar.update()
-    base = _model(max(bits_list), fine_seed, quantization="none", epochs=schedule["fine"], init=warm).fit(X, y)
-    Zdb, Zq = base.embed(protocol.database), base.embed(protocol.queries)
-    out = [_record(protocol, "float", "none", None, seed, _evaluate_float(protocol, Zdb, Zq), base)]
-    bar.update()
-    for bits in bits_list:
-        post = _model(bits, fine_seed, quantization="none", epochs=0, init=base).fit(X, y)
-        out.append(_record(protocol, "post-hoc", "pq", bits, seed, _evaluate(protocol, post, Zdb, Zq), post))
-        bar.update()
-        runs = [("quant-loss", "pq", dict(quantization="loss", quant_weight=lam)),
-                ("gsl", "pq", dict(quantization="gsl", **GSL))]
-        if bits == 32:
-            runs += [("gsl", q, dict(quantization="gsl", quantizer=q, **GSL)) for q in ("opq", "rq")]
-        for variant, quantizer, kw in runs:
-            model = _model(bits, fine_seed, epochs=schedule["fine"], init=warm, **kw).fit(X, y)
-            rec = _record(protocol, variant, quantizer, bits, seed, _evaluate(protocol, model), model)
-            if variant == "quant-loss":
-                rec["quant_weight"] = lam
-            out.append(rec)
-            bar.update()
-    bar.close()
-    return out
-
-
-def validation_split(protocol, schedule) -> dict:
-    """A seeded split of the training set: ``fit`` rows to train on, ``queries`` (held out) and
-    ``database`` (a sample of the fit rows) to measure validation mAP. Never touches the queries."""
-    X, y = _training_set(protocol, schedule)
-    rng = np.random.default_rng(12345)
-    perm = rng.permutation(len(X))
-    n_val = int(round(VALIDATION["fraction"] * len(X)))
-    val, fit = np.sort(perm[:n_val][:VALIDATION["queries"]]), np.sort(perm[n_val:])
-    db = np.sort(rng.choice(fit, min(VALIDATION["database"], len(fit)), replace=False))
-    return {"X": X[fit], "y": y[fit], "queries": X[val], "database": X[db],
-            "relevance": ClassRelevance(y[db], y[val])}
-
-
-def validation_map(model, split) -> float:
-    """mAP of ``model``'s ADC search of the validation queries over the validation database."""
-    index = ADCIndex(model.quantizer_)
-    index.add(model.embed(split["database"]))
-    return evaluate_search(index.search, model.embed(split["queries"]), split["relevance"],
-                           len(split["database"]))["map"]
-
-
-def tune_quant_weight(protocol, schedule, *, bits: int, progress: bool = False) -> tuple[float, dict]:
-    """λ of the quantization-loss baseline with the best validation mAP at ``bits`` bits (seed 0),
-    trained with the reproduction's schedule on the fit part of :func:`validation_split`."""
-    split = validation_split(protocol, schedule)
-    warm = _model(bits, 1000, quantization="none", epochs=schedule["warm"]).fit(split["X"], split["y"])
-    scores = {}
-    for lam in tqdm(LAMBDAS, disable=not progress, desc=f"{protocol.name} tune λ"):
-        model = _model(bits, 2000, quantization="loss", quant_weight=lam, epochs=schedule["fine"],
-                       init=warm).fit(split["X"], split["y"])
-        scores[lam] = validation_map(model, split)
-        log.info("%s: λ=%g validation mAP %.4f", protocol.name, lam, scores[lam])
-    best = max(scores, key=scores.get)
-    return best, {"bits": bits, "validation_map": {str(k): v for k, v in scores.items()}, "chosen": best}
-
-
-def _evaluate(protocol, model, Zdb=None, Zq=None) -> dict:
-    """The same search as ``pipeline.evaluate_coder`` (ADC over the whole database), embedding once."""
-    Zdb = model.embed(protocol.database) if Zdb is None else Zdb
-    Zq = model.embed(protocol.queries) if Zq is None else Zq
+def adc_search(model: GSLQuantizer, Zdb: np.ndarray, Zq: np.ndarray):
+    """(search function, queries) of the ADC search over the database codes (as evaluate_coder)."""
     index = ADCIndex(model.quantizer_)
     index.add(Zdb)
-    return evaluate_search(index.search, Zq, relevance_for(protocol), len(Zdb))
+    return index.search, Zq
 
 
-def _evaluate_float(protocol, Zdb, Zq) -> dict:
-    """Exact Euclidean search of the float representations (ranking by (distance, id))."""
+def exact_search(Zdb: np.ndarray, Zq: np.ndarray):
+    """(search function, queries) of exact Euclidean search of the float representations."""
     db_norm = np.einsum("nd,nd->n", Zdb, Zdb)
 
     def search(Q, k):
@@ -178,55 +241,64 @@ def _evaluate_float(protocol, Zdb, Zq) -> dict:
         order = np.argsort(d, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(d, order, axis=1), order
 
-    return evaluate_search(search, Zq, relevance_for(protocol), len(Zdb))
+    return search, Zq
 
 
-def _record(protocol, variant, quantizer, bits, seed, result, model) -> dict:
-    rec = {"protocol": protocol.name, "variant": variant, "quantizer": quantizer, "bits": bits, "seed": seed,
-           "map": result["map"], "p@100": result["precision_at_k"].get("100"), "pr_curve": result["pr_curve"]}
-    if variant != "float":
-        rec["quantization_error"] = float(model.quantizer_.quantization_error(
-            model.embed(protocol.database[:5000])))
-        rec["last_epoch"] = model.history_[-1] if model.history_ else None
-    return rec
+def _metrics(search_and_queries, protocol, n_db: int) -> dict:
+    search, queries = search_and_queries
+    r = evaluate_search(search, queries, relevance_for(protocol), n_db)
+    return {"map": r["map"], "precision_at_1000": r["precision_at_k"].get("1000"), "pr_curve": r["pr_curve"]}
 
 
-def _summarise(records) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["protocol"], r["variant"], r["quantizer"], r["bits"]), []).append(r)
-    bits_all = sorted({r["bits"] for r in records if r["bits"] is not None})
+def summarise(records) -> list[dict]:
+    """Mean and standard deviation (over seeds) of mAP per protocol, family, variant and bits."""
     out = []
-    for (protocol, variant, quantizer, bits), rs in groups.items():
+    for (protocol, family, variant, bits), rs in group_rows(records, ("protocol", "family", "variant", "bits")).items():
         maps = np.array([r["map"] for r in rs])
-        errs = [r["quantization_error"] for r in rs if "quantization_error" in r]
-        for b in ([bits] if bits is not None else bits_all):    # the float ceiling holds at every length
-            out.append({"protocol": protocol, "variant": variant, "quantizer": quantizer, "bits": b,
-                        "map_mean": float(maps.mean()), "map_std": float(maps.std()), "n_seeds": len(rs),
-                        "quantization_error": float(np.mean(errs)) if errs else None})
+        out.append({"protocol": protocol, "family": family, "variant": variant, "bits": bits,
+                    "map_mean": float(maps.mean()), "map_std": float(maps.std()), "n_seeds": len(rs),
+                    "quantization_error": _mean(r.get("quantization_error") for r in rs),
+                    "fit_seconds": _mean(r.get("fit_seconds") for r in rs)})
     return out
 
 
-def _tables(summary, tuning, seeds, seconds) -> str:
-    def cell(protocol, variant, bits, quantizer="pq"):
-        for r in summary:
-            if (r["protocol"], r["variant"], r["bits"]) == (protocol, variant, bits) and \
-                    (variant == "float" or r["quantizer"] == quantizer):
-                return f"{r['map_mean']:.4f} ± {r['map_std']:.4f}"
-        return None
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
-    rows = []
-    for protocol in SCHEDULES:
-        for bits in sorted({r["bits"] for r in summary if r["protocol"] == protocol}):
-            rows.append({"protocol": protocol, "bits": bits,
-                         **{v: cell(protocol, v, bits) for v in VARIANTS},
-                         "λ": tuning[protocol]["chosen"]})
-    text = (f"mAP (mean ± std over {seeds} seed(s)), same CNN, loss and epochs; PQ with bits/8 "
-            "sub-quantizers of 256 codewords, exhaustive ADC search.\n\n")
-    text += markdown_table(rows, ["protocol", "bits", *VARIANTS, "λ"])
-    rows = [{"protocol": p, **{q: cell(p, "gsl", 32, q) for q in ("pq", "opq", "rq")}} for p in SCHEDULES
-            if cell(p, "gsl", 32)]
-    if rows:
-        text += "\nGSL at 32 bits with each quantizer (mAP):\n\n" + markdown_table(rows, ["protocol", "pq", "opq", "rq"])
+
+def tables(summary, tuning, seeds, seconds) -> str:
+    """The markdown tables: mAP of every variant per protocol, family and length; GSL against the
+    tuned quantization loss; the tuned λ and α."""
+    by = {(r["protocol"], r["family"], r["variant"], r["bits"]): r for r in summary}
+
+    def cell(key):
+        r = by.get(key)
+        return None if r is None else f"{r['map_mean']:.4f} ± {r['map_std']:.4f}"
+
+    variants = list(dict.fromkeys(r["variant"] for r in summary))
+    order = [v for v in (*MAIN_VARIANTS, "gsl-opq", "gsl-rq") if v in variants]
+    rows, verdicts = [], []
+    for protocol, family, bits in dict.fromkeys((r["protocol"], r["family"], r["bits"]) for r in summary):
+        rows.append({"protocol": protocol, "loss": family, "bits": bits,
+                     **{v: cell((protocol, family, v, bits)) for v in order}})
+        g, q = by.get((protocol, family, "gsl", bits)), by.get((protocol, family, "quant-loss", bits))
+        if g and q:
+            verdicts.append({"protocol": protocol, "loss": family, "bits": bits, "gsl": g["map_mean"],
+                             "quant-loss": q["map_mean"], "difference": g["map_mean"] - q["map_mean"],
+                             "gsl >= quant-loss": bool(g["map_mean"] >= q["map_mean"])})
+    tune_rows = [{"protocol / loss": k, "λ": v["lambda"], "α": v["alpha"],
+                  "validation mAP by λ": ", ".join(f"{x}: {m:.4f}" for x, m in v["validation_map_by_lambda"].items()),
+                  "validation mAP by α": ", ".join(f"{x}: {m:.4f}" for x, m in v["validation_map_by_alpha"].items())}
+                 for k, v in tuning.items()]
+    text = (f"mAP (mean ± std over {seeds} seed(s)) by exhaustive ADC over the whole database (float: exact "
+            f"Euclidean search of the post-hoc network); ties: {TIE_RULE}. Same CNN, warm-up and fine-tuning "
+            "schedule for every variant; PQ with bits/8 sub-quantizers of 256 codewords.\n\n")
+    text += markdown_table(rows, ["protocol", "loss", "bits", *order])
+    text += "\nGSL against the tuned quantization loss (mean mAP):\n\n"
+    text += markdown_table(verdicts, ["protocol", "loss", "bits", "gsl", "quant-loss", "difference",
+                                      "gsl >= quant-loss"])
+    text += "\nλ and α chosen on the validation split (seed 0, 32 bits):\n\n"
+    text += markdown_table(tune_rows, ["protocol / loss", "λ", "α", "validation mAP by λ", "validation mAP by α"])
     text += f"\nTotal time {seconds / 60:.1f} min.\n"
     return text
