@@ -190,3 +190,55 @@ def test_training_and_validation_do_not_depend_on_the_input_scale(digits):
     large = UHBDNN(n_bits=8, n_outer=1, n_inner=3, validation_size=100, random_state=0).fit(X * 16)
     np.testing.assert_allclose(large.validation_map_, small.validation_map_)
     np.testing.assert_array_equal(large.encode(X * 16), small.encode(X))
+
+
+def test_history_logs_every_term_per_outer_iteration(uh):
+    history = uh.history_
+    assert len(history) == 4 and [r["iteration"] for r in history] == [0, 1, 2, 3]
+    terms = ("reconstruction", "decoder_decay", "equality", "independence", "balance", "decay")
+    for r in history:
+        assert all(np.isfinite(r[k]) for k in terms + ("objective", "validation_map", "fit_error"))
+        np.testing.assert_allclose(r["objective"], sum(r[k] for k in terms), rtol=1e-12)
+    np.testing.assert_array_equal(uh.objective_, [r["objective"] for r in history[1:]])
+    np.testing.assert_array_equal(uh.validation_map_, [r["validation_map"] for r in history[1:]])
+    assert history[0]["codes_changed"] == 0 and all(0 <= r["codes_changed"] <= 1 for r in history)
+    assert sum(r["codes_flipped"] for r in history[1:]) > 0, "the B-steps never changed a code"
+
+
+def test_schedules_resolve_without_rewriting_parameters(digits):
+    X = digits[0][:600]
+    assert (UHBDNN().n_outer, UHBDNN().n_inner) == (None, None)
+    coder = UHBDNN(n_bits=8, schedule="paper", n_outer=1, validation_size=100, random_state=0).fit(X)
+    assert (coder.n_outer_, coder.n_inner_) == (1, 400) and coder.n_inner is None
+    assert coder.history_[1]["evaluations"] > 20, "the paper schedule runs up to 400 L-BFGS iterations"
+    fast = UHBDNN(n_bits=8, n_outer=1, validation_size=100, random_state=0).fit(X)
+    assert (fast.n_outer_, fast.n_inner_) == (1, UHBDNN._default_schedule[1])
+    with pytest.raises(InputError, match="schedule"):
+        UHBDNN(n_bits=8, schedule="long").fit(X)
+
+
+def test_zero_outer_iterations_keep_the_initialisation(digits):
+    X = digits[0][:600]
+    start = UHBDNN(n_bits=8, n_outer=0, validation_size=100, random_state=0).fit(X)
+    assert start.best_iteration_ == -1 and start.objective_.shape == (0,) and len(start.history_) == 1
+    trained = UHBDNN(n_bits=8, n_outer=1, n_inner=5, validation_size=100, random_state=0).fit(X)
+    np.testing.assert_allclose(trained.history_[0]["validation_map"], start.history_[0]["validation_map"])
+    assert not np.array_equal(trained.W1_, start.W1_)
+
+
+def test_more_bits_than_dimensions_is_a_clear_error_for_uhbdnn_only(digits):
+    X, y = digits
+    X50 = X[:400, :50]
+    with pytest.raises(InputError, match="64 bits from 50-dimensional"):
+        UHBDNN(n_bits=64).fit(X50)
+    # The supervised network has no PCA start: wider code layers get random extra directions.
+    sh = SHBDNN(n_bits=64, n_outer=1, n_inner=3, validation_size=50, random_state=0).fit(X50, y[:400])
+    assert sh.encode(X50).shape == (400, 8)
+
+
+def test_progress_bar_over_outer_iterations(digits, capsys):
+    UHBDNN(n_bits=8, n_outer=2, n_inner=2, validation_size=100, random_state=0).fit(digits[0][:400], progress=True)
+    err = capsys.readouterr().err
+    assert "UHBDNN 8 bits" in err and "2/2" in err
+    UHBDNN(n_bits=8, n_outer=1, n_inner=2, validation_size=100, random_state=0).fit(digits[0][:400])
+    assert capsys.readouterr().err == ""
