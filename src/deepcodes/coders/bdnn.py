@@ -11,7 +11,7 @@ import torch
 from .. import persist
 from ..errors import InputError
 from ..validation import check_int
-from .deep import ACTIVATIONS, DeepBinaryCoder, TrainingState, frobenius_sq, independence
+from .deep import ACTIVATIONS, DeepBinaryCoder, Schedule, TrainingState, frobenius_sq, independence
 from .itq import itq_rotation, pca
 
 
@@ -58,11 +58,13 @@ class _BDNN(DeepBinaryCoder):
         return {"decay": 0.5 * self.lambda1 * sum(frobenius_sq(W) for W in net.weights)}
 
     def _encoder_loss(self, H: torch.Tensor, state: TrainingState) -> dict:
-        m = H.shape[0]
+        # H holds n of the m training points (n = m but for a mini-batch): per-point means and the
+        # 1/m Gram matrix are estimated from the n rows, ‖H·1‖² = m²·‖mean h‖² from their mean.
+        n = H.shape[0]
         return {
-            "equality": self.lambda2 / (2 * m) * frobenius_sq(H - state.B.to(H.dtype)),
+            "equality": self.lambda2 / (2 * n) * frobenius_sq(H - state.B.to(H.dtype)),
             "independence": 0.5 * self.lambda3 * independence(H),
-            "balance": self.lambda4 / (2 * m) * frobenius_sq(H.sum(dim=0)),
+            "balance": self.lambda4 * state.m / (2 * n * n) * frobenius_sq(H.sum(dim=0)),
         }
 
 
@@ -211,7 +213,7 @@ class SHBDNN(_BDNN):
     """
 
     supervised = True
-    _default_schedule = (20, 50)
+    _schedules = {**_BDNN._schedules, "lbfgs": Schedule(20, 50)}
 
     def __init__(self, n_bits: int = 32, hidden=None, lambda1: float = 1e-5, lambda2: float = 5e-2,
                  lambda3: float = 1e-2, lambda4: float = 0.5e-6, lambda5: float = 1e-2, schedule: str = "default",
@@ -236,5 +238,8 @@ class SHBDNN(_BDNN):
 
     def _encoder_loss(self, H, state):
         terms = super()._encoder_loss(H, state)
-        terms["similarity"] = self.lambda5 / (2 * H.shape[0]) * similarity_loss(H, state.y, state.n_classes)
+        # λ5/(2m) times a sum over m² pairs, estimated from the n² pairs of the rows of H.
+        n = H.shape[0]
+        terms["similarity"] = (self.lambda5 * state.m / (2 * n * n)
+                               * similarity_loss(H, state.y, state.n_classes))
         return terms

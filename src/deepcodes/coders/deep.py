@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -153,6 +153,9 @@ class TrainingState:
     y : (m,) int64 class indices in [0, n_classes) for a supervised coder, else None.
     n_classes : number of classes (0 without labels).
     decoder : a decoder fitted by the code step, e.g. UH-BDNN's (W4 (D, L), c4 (D,)); None without one.
+    m : the number of training points, which the objective's 1/m scalings refer to. A mini-batch
+        (:meth:`batch`) keeps the whole set's m, so that its terms estimate the whole objective.
+    optimizer : the network step's optimiser, kept between outer iterations (warm start).
     """
 
     X: torch.Tensor
@@ -162,15 +165,36 @@ class TrainingState:
     y: torch.Tensor | None = None
     n_classes: int = 0
     decoder: tuple[torch.Tensor, ...] | None = None
+    m: int = 0
+    optimizer: torch.optim.Optimizer | None = None
 
-    @property
-    def m(self) -> int:
-        return int(self.X.shape[0])
+    def __post_init__(self):
+        self.m = self.m or int(self.X.shape[0])
+
+    def batch(self, idx: torch.Tensor) -> "TrainingState":
+        """The same state restricted to the points ``idx`` (m unchanged)."""
+        return replace(self, X=self.X[idx], B=self.B[idx], y=None if self.y is None else self.y[idx])
 
 
-# (n_outer, n_inner) of the named schedules: "paper" is the BDNN authors' (20 alternations of 400
-# full-batch L-BFGS iterations); each coder sets its own "default".
-PAPER_SCHEDULE = (20, 400)
+@dataclass(frozen=True)
+class Schedule:
+    """How the network steps run.
+
+    n_outer : outer iterations (network step + code step).
+    n_inner : per network step, L-BFGS iterations ("lbfgs", full batch) or epochs over the
+        training points ("adam": mini-batches of ``batch_size``, learning rate ``lr``; the
+        optimiser's moments carry over from one outer iteration to the next).
+    """
+
+    n_outer: int
+    n_inner: int
+    optimizer: str = "lbfgs"
+    batch_size: int = 1024
+    lr: float = 1e-3
+
+
+# The BDNN authors' schedule: 20 alternations of 400 full-batch L-BFGS iterations.
+PAPER_SCHEDULE = Schedule(20, 400)
 
 
 class DeepBinaryCoder(BinaryCoder):
@@ -183,11 +207,12 @@ class DeepBinaryCoder(BinaryCoder):
     -----------------
     n_bits : code length L, a multiple of 8.
     hidden : (n1, n2) hidden layer sizes; None = :func:`default_hidden` (the authors' sizes).
-    schedule : "default" (the coder's fast schedule, ``_default_schedule``) or "paper" (the BDNN
-        authors': 20 outer iterations of 400 L-BFGS iterations each).
+    schedule : "paper" (the BDNN authors': 20 outer iterations of 400 full-batch L-BFGS iterations
+        each), "lbfgs" (20 x 20 L-BFGS iterations), "adam" (20 x 2 epochs of mini-batch Adam), or
+        "default" (the coder's fast schedule, one of the last two); see :class:`Schedule`.
     n_outer : outer iterations (network step + code step); None = the schedule's; 0 keeps the
         initialisation (the untrained network and, for UH-BDNN, its initial decoder).
-    n_inner : L-BFGS iterations of each network step; None = the schedule's.
+    n_inner : L-BFGS iterations (or Adam epochs) of each network step; None = the schedule's.
     validation_size : training points held out as validation queries for early stopping; an int,
         a fraction in (0, 1), or 0 to keep the last iteration. None = min(1000, 10% of the points).
     validation_database : at most this many of the remaining training points form the validation
@@ -220,7 +245,9 @@ class DeepBinaryCoder(BinaryCoder):
 
     _activations: tuple[str, str, str] = ("sigmoid", "sigmoid", "linear")
     _learned = ("W1_", "c1_", "W2_", "c2_", "W3_", "c3_", "offset_", "scale_", "objective_", "validation_map_")
-    _default_schedule: tuple[int, int] = (20, 20)
+    # Named schedules besides "paper", and which of them "default" means.
+    _schedules: dict[str, Schedule] = {"lbfgs": Schedule(20, 20), "adam": Schedule(20, 2, "adam")}
+    _default_schedule = "lbfgs"
     supervised = False
 
     # ---- fitting -------------------------------------------------------------------------------
@@ -237,7 +264,8 @@ class DeepBinaryCoder(BinaryCoder):
             if name.startswith(("lambda", "alpha")) and not (isinstance(value, (int, float)) and not isinstance(
                     value, bool) and math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-        n_outer, n_inner = self._schedule()
+        schedule = self._schedule()
+        n_outer = schedule.n_outer
         hidden = self._hidden()
         device = self._device()
         self._check_params(X)
@@ -265,13 +293,14 @@ class DeepBinaryCoder(BinaryCoder):
             state.y = torch.as_tensor(np.unique(y[tr_idx], return_inverse=True)[1], device=device)
             state.n_classes = int(state.y.max()) + 1
         self.n_features_in_ = X.shape[1]
-        self.n_outer_, self.n_inner_ = n_outer, n_inner
+        self.n_outer_, self.n_inner_ = n_outer, schedule.n_inner
         started = time.perf_counter()
         with torch.no_grad():
             self._start(net(Xt), state)
             H = net(Xt)
             start_bits = H >= 0
         history = [self._record(0, H, state, state.B, split, started, 0)]
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
 
         # n_outer = 0 keeps the initialisation itself (a baseline for what training adds).
         best = (-math.inf, net.numpy_state(), state.decoder, -1)
@@ -280,7 +309,7 @@ class DeepBinaryCoder(BinaryCoder):
         for it in bar:
             started = time.perf_counter()
             previous_B = state.B
-            n_eval = lbfgs_step(list(net.parameters()), lambda: self._network_loss(state), n_inner)
+            n_eval = self._network_step(state, schedule, generator)
             with torch.no_grad():
                 H = net(Xt)
                 self._code_step(H, state)
@@ -328,13 +357,32 @@ class DeepBinaryCoder(BinaryCoder):
         loss = sum(self._encoder_loss(H, state).values())
         return loss + sum(self._regulariser(state.net, state.m).values())
 
-    def _schedule(self) -> tuple[int, int]:
-        schedules = {"default": self._default_schedule, "paper": PAPER_SCHEDULE}
+    def _schedule(self) -> Schedule:
+        """The named schedule with ``n_outer`` / ``n_inner`` where they are set."""
+        schedules = {"paper": PAPER_SCHEDULE, **self._schedules}
+        schedules["default"] = schedules[self._default_schedule]
         if self.schedule not in schedules:
             raise InputError(f"schedule must be one of {', '.join(schedules)}, got {self.schedule!r}")
-        n_outer, n_inner = schedules[self.schedule]
-        return (check_int(n_outer if self.n_outer is None else self.n_outer, "n_outer", low=0),
-                check_int(n_inner if self.n_inner is None else self.n_inner, "n_inner", low=1))
+        chosen = schedules[self.schedule]
+        return replace(chosen,
+                       n_outer=check_int(chosen.n_outer if self.n_outer is None else self.n_outer, "n_outer", low=0),
+                       n_inner=check_int(chosen.n_inner if self.n_inner is None else self.n_inner, "n_inner", low=1))
+
+    def _network_step(self, state: TrainingState, schedule: Schedule, generator: torch.Generator) -> int:
+        """Train the encoder with B fixed; returns the number of loss evaluations (batches for Adam)."""
+        if schedule.optimizer == "lbfgs":
+            return lbfgs_step(list(state.net.parameters()), lambda: self._network_loss(state), schedule.n_inner)
+        if state.optimizer is None:
+            state.optimizer = torch.optim.Adam(state.net.parameters(), lr=schedule.lr)
+        n, count = state.X.shape[0], 0
+        for _ in range(schedule.n_inner):
+            perm = torch.randperm(n, generator=generator).to(state.X.device)
+            for start in range(0, n - 1, schedule.batch_size):
+                state.optimizer.zero_grad(set_to_none=True)
+                self._network_loss(state.batch(perm[start:start + schedule.batch_size])).backward()
+                state.optimizer.step()
+                count += 1
+        return count
 
     # ---- hooks with defaults -------------------------------------------------------------------
     def _check_params(self, X: np.ndarray) -> None:

@@ -104,9 +104,10 @@ class DeepHash(DeepBinaryCoder):
         return out
 
     def _encoder_loss(self, H, state: TrainingState) -> dict:
-        m = H.shape[0]
-        terms = {"quantization": frobenius_sq(state.B.to(H.dtype) - H) / (2 * m),
-                 "variance": -self.lambda1 / (2 * m * m) * frobenius_sq(H)}
+        # Per-point and per-pair means over the n rows of H (all m points, or a mini-batch of them).
+        n, m = H.shape[0], state.m
+        terms = {"quantization": frobenius_sq(state.B.to(H.dtype) - H) / (2 * n),
+                 "variance": -self.lambda1 / (2 * m * n) * frobenius_sq(H)}
         if self.supervised:
             within, between = pair_distance_means(H, state.y, state.n_classes)
             terms["discriminative"] = -self.lambda1 * self.alpha / (2 * m) * (between - within)
