@@ -11,7 +11,7 @@ import torch
 from .. import persist
 from ..errors import InputError
 from ..validation import check_int
-from .deep import ACTIVATIONS, DeepBinaryCoder, Schedule, TrainingState, frobenius_sq, independence
+from .deep import DeepBinaryCoder, Schedule, TrainingState, frobenius_sq, independence
 from .itq import itq_rotation, pca
 
 
@@ -173,10 +173,7 @@ def fit_code_layer(net, X: torch.Tensor, B: torch.Tensor, lambda1: float) -> Non
     hidden layers, ``1/(2m)‖Z W3 + c3 − B‖² + λ1/2 ‖W3‖²`` (Z the second layer's outputs), so that the
     first network step starts with H close to the ITQ codes instead of the eigenvector projection."""
     with torch.no_grad():
-        Z = X
-        for W, c, act in zip(net.weights[:2], net.biases[:2], net.activations[:2]):
-            Z = ACTIVATIONS[act](torch.addmm(c, Z, W))
-        W3, c3 = fit_decoder(B, Z.double(), lambda1)
+        W3, c3 = fit_decoder(B, net.hidden(X).double(), lambda1)
         net.weights[2].copy_(W3.T)
         net.biases[2].copy_(c3)
 

@@ -67,8 +67,12 @@ class Encoder(torch.nn.Module):
         self.activations = activations
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.activations[-1]](torch.addmm(self.biases[-1], self.hidden(X), self.weights[-1]))
+
+    def hidden(self, X: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's outputs (n, n2), the code layer's input."""
         Z = X
-        for W, c, act in zip(self.weights, self.biases, self.activations):
+        for W, c, act in zip(self.weights[:-1], self.biases[:-1], self.activations[:-1]):
             Z = ACTIVATIONS[act](torch.addmm(c, Z, W))
         return Z
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 
 from .. import persist
-from .deep import DeepBinaryCoder, TrainingState, frobenius_sq
+from ..validation import check_int
+from .deep import DeepBinaryCoder, TrainingState, frobenius_sq, sign
+from .itq import itq_rotation
 
 
 def pair_distance_means(H: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +61,8 @@ class DeepHash(DeepBinaryCoder):
     lambda1, lambda2, lambda3 : weights of the variance, orthogonality and decay terms (the DH
         paper's 100, 1e-3, 1e-3).
     alpha : weight of the discriminative term inside λ1's bracket (SDH only).
+    itq_iter : ITQ iterations that rotate the eigenvector-initialised code layer before training
+        (50); 0 keeps the plain eigenvector start.
     schedule, n_outer, n_inner, validation_size, validation_database, validation_neighbors, device,
     random_state, verbose : as for :class:`~deepcodes.coders.bdnn.UHBDNN`.
     """
@@ -66,7 +70,8 @@ class DeepHash(DeepBinaryCoder):
     _activations = ("tanh", "tanh", "tanh")
 
     def __init__(self, n_bits: int = 32, supervised: bool = False, hidden=None, lambda1: float = 100.0,
-                 lambda2: float = 1e-3, lambda3: float = 1e-3, alpha: float = 1.0, schedule: str = "default",
+                 lambda2: float = 1e-3, lambda3: float = 1e-3, alpha: float = 1.0, itq_iter: int = 50,
+                 schedule: str = "default",
                  n_outer=None, n_inner=None, validation_size=None, validation_database: int = 10000,
                  validation_neighbors: int = 100, device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_bits = n_bits
@@ -76,6 +81,7 @@ class DeepHash(DeepBinaryCoder):
         self.lambda2 = lambda2
         self.lambda3 = lambda3
         self.alpha = alpha
+        self.itq_iter = itq_iter
         self.schedule = schedule
         self.n_outer = n_outer
         self.n_inner = n_inner
@@ -85,6 +91,25 @@ class DeepHash(DeepBinaryCoder):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+
+    def _check_params(self, X):
+        check_int(self.itq_iter, "itq_iter", low=0)
+
+    def _start(self, H, state: TrainingState) -> None:
+        """B = sign(H) after rotating the code layer (W3 ← W3 R, c3 ← c3 R) by the ITQ rotation of its
+        pre-activations, which the eigenvector start centres: R minimises the quantization term
+        ‖B − P R‖² over rotations (for the linear part of tanh) and keeps W3's columns orthonormal,
+        so the orthogonality term stays 0. Without it the bits are the top principal directions of
+        the last hidden layer (PCA hashing), whose unequal variances cost ITQ's whole gain."""
+        net = state.net
+        if self.itq_iter:
+            W3, c3 = net.weights[-1], net.biases[-1]
+            P = torch.addmm(c3, net.hidden(state.X), W3).double().cpu().numpy()
+            R = torch.as_tensor(itq_rotation(P, int(self.itq_iter), state.rng), dtype=W3.dtype, device=W3.device)
+            W3.copy_(W3 @ R)
+            c3.copy_(c3 @ R)
+            H = net(state.X)
+        state.B = sign(H.double())
 
     def _regulariser(self, net, m) -> dict:
         ortho = sum(frobenius_sq(W.T @ W - torch.eye(W.shape[1], dtype=W.dtype, device=W.device))
