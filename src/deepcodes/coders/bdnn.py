@@ -130,9 +130,11 @@ class UHBDNN(_BDNN):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_params(self, X):
+    def _check_params(self):
         check_int(self.n_sweeps, "n_sweeps", low=1)
         check_int(self.itq_iter, "itq_iter", low=0)
+
+    def _check_fit_data(self, X):
         if self.n_bits > X.shape[1]:
             raise InputError(f"UHBDNN cannot make {self.n_bits} bits from {X.shape[1]}-dimensional data: its "
                              "codes start from PCA-ITQ, which gives at most one bit per input dimension")

@@ -272,7 +272,8 @@ class DeepBinaryCoder(BinaryCoder):
         n_outer = schedule.n_outer
         hidden = self._hidden()
         device = self._device()
-        self._check_params(X)
+        self._check_params()
+        self._check_fit_data(X)
         rng = rng_from(self.random_state)
 
         lo, hi = float(X.min()), float(X.max())
@@ -389,8 +390,11 @@ class DeepBinaryCoder(BinaryCoder):
         return count
 
     # ---- hooks with defaults -------------------------------------------------------------------
-    def _check_params(self, X: np.ndarray) -> None:
-        """Check the coder's own parameters against the data before any work."""
+    def _check_params(self) -> None:
+        """Check the coder's own parameters before any work."""
+
+    def _check_fit_data(self, X: np.ndarray) -> None:
+        """Refuse training data the method cannot learn from (X is already checked)."""
 
     def _start(self, H: torch.Tensor, state: TrainingState) -> None:
         state.B = sign(H.double())

@@ -92,7 +92,7 @@ class DeepHash(DeepBinaryCoder):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_params(self, X):
+    def _check_params(self):
         check_int(self.itq_iter, "itq_iter", low=0)
 
     def _start(self, H, state: TrainingState) -> None:
