@@ -19,3 +19,7 @@ class FormatError(DeepcodesError, ValueError):
 
 class DatasetError(DeepcodesError, FileNotFoundError):
     """A bundled dataset file is missing or does not match its recorded checksum."""
+
+
+class UnavailableError(DeepcodesError, RuntimeError):
+    """A part of a service (a shard on a Ray actor) cannot answer now; the request may be retried."""
