@@ -190,3 +190,93 @@ def test_training_and_validation_do_not_depend_on_the_input_scale(digits):
     large = UHBDNN(n_bits=8, n_outer=1, n_inner=3, validation_size=100, random_state=0).fit(X * 16)
     np.testing.assert_allclose(large.validation_map_, small.validation_map_)
     np.testing.assert_array_equal(large.encode(X * 16), small.encode(X))
+
+
+def test_history_logs_every_term_per_outer_iteration(uh):
+    history = uh.history_
+    assert len(history) == 4 and [r["iteration"] for r in history] == [0, 1, 2, 3]
+    terms = ("reconstruction", "decoder_decay", "equality", "independence", "balance", "decay")
+    for r in history:
+        assert all(np.isfinite(r[k]) for k in terms + ("objective", "validation_map", "fit_error"))
+        np.testing.assert_allclose(r["objective"], sum(r[k] for k in terms), rtol=1e-12)
+    np.testing.assert_array_equal(uh.objective_, [r["objective"] for r in history[1:]])
+    np.testing.assert_array_equal(uh.validation_map_, [r["validation_map"] for r in history[1:]])
+    assert history[0]["codes_changed"] == 0 and all(0 <= r["codes_changed"] <= 1 for r in history)
+    assert sum(r["codes_flipped"] for r in history[1:]) > 0, "the B-steps never changed a code"
+
+
+def test_schedules_resolve_without_rewriting_parameters(digits):
+    X = digits[0][:600]
+    assert (UHBDNN().n_outer, UHBDNN().n_inner) == (None, None)
+    coder = UHBDNN(n_bits=8, schedule="paper", n_outer=1, validation_size=100, random_state=0).fit(X)
+    assert (coder.n_outer_, coder.n_inner_) == (1, 400) and coder.n_inner is None
+    assert coder.history_[1]["evaluations"] > 20, "the paper schedule runs up to 400 L-BFGS iterations"
+    fast = UHBDNN(n_bits=8, n_outer=1, validation_size=100, random_state=0).fit(X)
+    assert (fast.n_outer_, fast.n_inner_) == (1, UHBDNN()._schedule().n_inner)
+    with pytest.raises(InputError, match="schedule"):
+        UHBDNN(n_bits=8, schedule="long").fit(X)
+
+
+def test_zero_outer_iterations_keep_the_initialisation(digits):
+    X = digits[0][:600]
+    start = UHBDNN(n_bits=8, n_outer=0, validation_size=100, random_state=0).fit(X)
+    assert start.best_iteration_ == -1 and start.objective_.shape == (0,) and len(start.history_) == 1
+    trained = UHBDNN(n_bits=8, n_outer=1, n_inner=5, validation_size=100, random_state=0).fit(X)
+    np.testing.assert_allclose(trained.history_[0]["validation_map"], start.history_[0]["validation_map"])
+    assert not np.array_equal(trained.W1_, start.W1_)
+
+
+def test_more_bits_than_dimensions_is_a_clear_error_for_uhbdnn_only(digits):
+    X, y = digits
+    X50 = X[:400, :50]
+    with pytest.raises(InputError, match="64 bits from 50-dimensional"):
+        UHBDNN(n_bits=64).fit(X50)
+    # The supervised network has no PCA start: wider code layers get random extra directions.
+    sh = SHBDNN(n_bits=64, n_outer=1, n_inner=3, validation_size=50, random_state=0).fit(X50, y[:400])
+    assert sh.encode(X50).shape == (400, 8)
+
+
+def test_progress_bar_over_outer_iterations(digits, capsys):
+    UHBDNN(n_bits=8, n_outer=2, n_inner=2, validation_size=100, random_state=0).fit(digits[0][:400], progress=True)
+    err = capsys.readouterr().err
+    assert "UHBDNN 8 bits" in err and "2/2" in err
+    UHBDNN(n_bits=8, n_outer=1, n_inner=2, validation_size=100, random_state=0).fit(digits[0][:400])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("make", [lambda: UHBDNN(n_bits=8), lambda: SHBDNN(n_bits=8),
+                                  lambda: __import__("deepcodes.coders.deephash", fromlist=["DeepHash"]).DeepHash(
+                                      n_bits=8, supervised=True)])
+def test_a_batch_holding_every_point_gives_the_full_objective(make, digits):
+    from deepcodes.coders.deep import Encoder, TrainingState, eigen_init
+
+    X, y = digits
+    coder = make()
+    Xt = torch.as_tensor(X[:300])
+    rng = np.random.default_rng(0)
+    net = Encoder(*eigen_init(Xt, (20, 10, 8), coder._activations, rng), coder._activations, torch.device("cpu"))
+    B = torch.where(torch.as_tensor(rng.standard_normal((300, 8))) >= 0, 1.0, -1.0).double()
+    state = TrainingState(X=Xt, net=net, rng=rng, B=B, y=torch.as_tensor(y[:300]), n_classes=10)
+    perm = torch.as_tensor(rng.permutation(300))
+    half = state.batch(perm[:150])
+    assert half.m == 300 and half.X.shape == (150, 64) and torch.equal(half.B, B[perm[:150]])
+    full = coder._network_loss(state).item()
+    np.testing.assert_allclose(coder._network_loss(state.batch(perm)).item(), full, rtol=1e-6)
+    assert coder._network_loss(half).item() != pytest.approx(full, rel=1e-9)
+
+
+def test_adam_schedule_trains_in_mini_batches_with_a_warm_optimiser(digits, monkeypatch):
+    from deepcodes.coders import deep
+
+    made = []
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(deep.torch.optim, "Adam", lambda *a, **k: made.append(1) or real_adam(*a, **k))
+    X = digits[0][:1400]
+    coder = UHBDNN(n_bits=16, schedule="adam", n_outer=3, n_inner=2, validation_size=200, random_state=0).fit(X)
+    assert made == [1], "one Adam optimiser for the whole fit"
+    batches = -(-(1400 - 200 - 1) // deep.Schedule(1, 1, "adam").batch_size)
+    assert [r["evaluations"] for r in coder.history_[1:]] == [2 * batches] * 3
+    objective = [r["objective"] for r in coder.history_]
+    assert objective[-1] < objective[1] < objective[0]
+    again = UHBDNN(n_bits=16, schedule="adam", n_outer=3, n_inner=2, validation_size=200, random_state=0).fit(X)
+    np.testing.assert_array_equal(again.encode(X), coder.encode(X))

@@ -12,6 +12,8 @@ from deepcodes.knn import exact as knn_exact
 SIZES = {  # name: (n_train, n_database, n_queries, dim, relevance, n_neighbors)
     "mnist-unsup": (60000, 60000, 1000, 784, "knn", 1000),
     "mnist-sup": (60000, 60000, 1000, 784, "class", None),
+    "mnist-unsup-10k": (60000, 60000, 10000, 784, "knn", 1000),
+    "mnist-sup-10k": (60000, 60000, 10000, 784, "class", None),
     "cifar10-sup": (5000, 9000, 1000, 3072, "class", None),
     "sift10k": (10000, 10000, 100, 128, "knn", 100),
     "digits-sup": (1597, 1597, 200, 64, "class", None),

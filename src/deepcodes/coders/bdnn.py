@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from .. import persist
+from ..errors import InputError
 from ..validation import check_int
-from .deep import ACTIVATIONS, DeepBinaryCoder, frobenius_sq, independence, sign
+from .deep import DeepBinaryCoder, Schedule, TrainingState, frobenius_sq, independence
 from .itq import itq_rotation, pca
 
 
@@ -56,12 +57,14 @@ class _BDNN(DeepBinaryCoder):
     def _regulariser(self, net, m) -> dict:
         return {"decay": 0.5 * self.lambda1 * sum(frobenius_sq(W) for W in net.weights)}
 
-    def _encoder_loss(self, H: torch.Tensor, ctx: dict) -> dict:
-        m = H.shape[0]
+    def _encoder_loss(self, H: torch.Tensor, state: TrainingState) -> dict:
+        # H holds n of the m training points (n = m but for a mini-batch): per-point means and the
+        # 1/m Gram matrix are estimated from the n rows, ‖H·1‖² = m²·‖mean h‖² from their mean.
+        n = H.shape[0]
         return {
-            "equality": self.lambda2 / (2 * m) * frobenius_sq(H - ctx["B"].to(H.dtype)),
+            "equality": self.lambda2 / (2 * n) * frobenius_sq(H - state.B.to(H.dtype)),
             "independence": 0.5 * self.lambda3 * independence(H),
-            "balance": self.lambda4 / (2 * m) * frobenius_sq(H.sum(dim=0)),
+            "balance": self.lambda4 * state.m / (2 * n * n) * frobenius_sq(H.sum(dim=0)),
         }
 
 
@@ -69,8 +72,11 @@ _COMMON_DOC = """
     hidden : (n1, n2) hidden layer sizes; None = the authors' sizes for L (grown beyond 32 bits).
     lambda1, lambda2, lambda3, lambda4 : weights of weight decay, equality, independence and balance
         (the authors' 1e-5, 5e-2, 1e-2, 0.5e-6).
-    n_outer : outer iterations (the authors' 20); the one with the best validation mAP is kept.
-    n_inner : L-BFGS iterations of each network step.
+    schedule : "default" (the fast schedule) or "paper" (the authors': 20 outer iterations of 400
+        L-BFGS iterations).
+    n_outer : outer iterations (the authors' 20); None = the schedule's. The one with the best
+        validation mAP is kept.
+    n_inner : L-BFGS iterations of each network step; None = the schedule's.
     validation_size, validation_database, validation_neighbors : the early-stopping split carved
         from the training set (see :class:`~deepcodes.coders.deep.DeepBinaryCoder`).
     device : torch device for training ("cpu", "cuda").
@@ -102,15 +108,17 @@ class UHBDNN(_BDNN):
     _learned = _BDNN._learned + ("W4_", "c4_")
 
     def __init__(self, n_bits: int = 32, hidden=None, lambda1: float = 1e-5, lambda2: float = 5e-2,
-                 lambda3: float = 1e-2, lambda4: float = 0.5e-6, n_outer: int = 20, n_inner: int = 20,
-                 n_sweeps: int = 10, itq_iter: int = 50, validation_size=None, validation_database: int = 10000,
-                 validation_neighbors: int = 100, device: str = "cpu", random_state=None, verbose: bool = False):
+                 lambda3: float = 1e-2, lambda4: float = 0.5e-6, schedule: str = "default", n_outer=None,
+                 n_inner=None, n_sweeps: int = 10, itq_iter: int = 50, validation_size=None,
+                 validation_database: int = 10000, validation_neighbors: int = 100, device: str = "cpu",
+                 random_state=None, verbose: bool = False):
         self.n_bits = n_bits
         self.hidden = hidden
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.lambda3 = lambda3
         self.lambda4 = lambda4
+        self.schedule = schedule
         self.n_outer = n_outer
         self.n_inner = n_inner
         self.n_sweeps = n_sweeps
@@ -122,38 +130,42 @@ class UHBDNN(_BDNN):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _start(self, H, ctx):
-        ctx["n_sweeps"] = check_int(self.n_sweeps, "n_sweeps", low=1)
-        X = ctx["X_numpy"]
+    def _check_params(self):
+        check_int(self.n_sweeps, "n_sweeps", low=1)
+        check_int(self.itq_iter, "itq_iter", low=0)
+
+    def _check_fit_data(self, X):
+        if self.n_bits > X.shape[1]:
+            raise InputError(f"UHBDNN cannot make {self.n_bits} bits from {X.shape[1]}-dimensional data: its "
+                             "codes start from PCA-ITQ, which gives at most one bit per input dimension")
+
+    def _start(self, H, state):
+        X = state.X.cpu().numpy()
         mean, components = pca(X, self.n_bits)
         V = (X.astype(np.float64) - mean) @ components
-        R = itq_rotation(V, check_int(self.itq_iter, "itq_iter", low=0), ctx["rng"])
-        ctx["B"] = torch.as_tensor(np.where(V @ R >= 0, 1.0, -1.0), dtype=torch.float64, device=ctx["device"])
-        fit_code_layer(ctx["net"], ctx["X"], ctx["B"], self.lambda1)
-        D = X.shape[1]
-        ctx["W4"] = torch.eye(D, self.n_bits, dtype=torch.float64, device=ctx["device"])
-        ctx["c4"] = torch.zeros(D, dtype=torch.float64, device=ctx["device"])
-        ctx["decoders"] = []
+        R = itq_rotation(V, int(self.itq_iter), state.rng)
+        state.B = torch.as_tensor(np.where(V @ R >= 0, 1.0, -1.0), dtype=torch.float64, device=state.X.device)
+        fit_code_layer(state.net, state.X, state.B, self.lambda1)
+        state.decoder = (torch.eye(X.shape[1], self.n_bits, dtype=torch.float64, device=state.X.device),
+                         torch.zeros(X.shape[1], dtype=torch.float64, device=state.X.device))
 
-    def _code_step(self, H, ctx):
-        X, B = ctx["X"], ctx["B"]
+    def _code_step(self, H, state):
+        X, B = state.X, state.B
         W4, c4 = fit_decoder(X, B, self.lambda1)
         Q = self.lambda2 * H.double() + (X @ W4.float()).double() - c4 @ W4
-        ctx["B"] = dcc_b_step(B, Q, W4.T @ W4, ctx["n_sweeps"])
-        ctx["W4"], ctx["c4"] = W4, c4
-        ctx["decoders"].append((W4, c4))
+        state.B = dcc_b_step(B, Q, W4.T @ W4, int(self.n_sweeps))
+        state.decoder = (W4, c4)
 
-    def _objective(self, H, ctx):
-        X, B, m = ctx["X"], ctx["B"], ctx["m"]
-        W4, c4 = ctx["W4"].float(), ctx["c4"].float()
-        residual = X - torch.addmm(c4, B.float(), W4.T)
-        terms = {"reconstruction": residual.pow(2).sum(dtype=torch.float64) / (2 * m),
-                 "decoder_decay": 0.5 * self.lambda1 * frobenius_sq(ctx["W4"])}
-        terms.update(self._encoder_loss(H.double(), ctx))
+    def _objective(self, H, state):
+        W4, c4 = state.decoder
+        residual = state.X - torch.addmm(c4.float(), state.B.float(), W4.float().T)
+        terms = {"reconstruction": residual.pow(2).sum(dtype=torch.float64) / (2 * state.m),
+                 "decoder_decay": 0.5 * self.lambda1 * frobenius_sq(W4)}
+        terms.update(self._encoder_loss(H.double(), state))
         return terms
 
-    def _finish(self, ctx):
-        W4, c4 = ctx["decoders"][self.best_iteration_]
+    def _finish(self, state):
+        W4, c4 = state.decoder
         self.W4_ = W4.cpu().numpy().astype(np.float32)
         self.c4_ = c4.cpu().numpy().astype(np.float32)
 
@@ -163,10 +175,7 @@ def fit_code_layer(net, X: torch.Tensor, B: torch.Tensor, lambda1: float) -> Non
     hidden layers, ``1/(2m)‖Z W3 + c3 − B‖² + λ1/2 ‖W3‖²`` (Z the second layer's outputs), so that the
     first network step starts with H close to the ITQ codes instead of the eigenvector projection."""
     with torch.no_grad():
-        Z = X
-        for W, c, act in zip(net.weights[:2], net.biases[:2], net.activations[:2]):
-            Z = ACTIVATIONS[act](torch.addmm(c, Z, W))
-        W3, c3 = fit_decoder(B, Z.double(), lambda1)
+        W3, c3 = fit_decoder(B, net.hidden(X).double(), lambda1)
         net.weights[2].copy_(W3.T)
         net.biases[2].copy_(c3)
 
@@ -203,10 +212,11 @@ class SHBDNN(_BDNN):
     """
 
     supervised = True
+    _schedules = {**_BDNN._schedules, "lbfgs": Schedule(20, 50)}
 
     def __init__(self, n_bits: int = 32, hidden=None, lambda1: float = 1e-5, lambda2: float = 5e-2,
-                 lambda3: float = 1e-2, lambda4: float = 0.5e-6, lambda5: float = 1e-2, n_outer: int = 20,
-                 n_inner: int = 50, validation_size=None, validation_database: int = 10000,
+                 lambda3: float = 1e-2, lambda4: float = 0.5e-6, lambda5: float = 1e-2, schedule: str = "default",
+                 n_outer=None, n_inner=None, validation_size=None, validation_database: int = 10000,
                  validation_neighbors: int = 100, device: str = "cpu", random_state=None, verbose: bool = False):
         self.n_bits = n_bits
         self.hidden = hidden
@@ -215,6 +225,7 @@ class SHBDNN(_BDNN):
         self.lambda3 = lambda3
         self.lambda4 = lambda4
         self.lambda5 = lambda5
+        self.schedule = schedule
         self.n_outer = n_outer
         self.n_inner = n_inner
         self.validation_size = validation_size
@@ -224,17 +235,10 @@ class SHBDNN(_BDNN):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _start(self, H, ctx):
-        ctx["B"] = sign(H.double())
-        ctx["n_classes"] = int(ctx["y"].max()) + 1
-
-    def _encoder_loss(self, H, ctx):
-        terms = super()._encoder_loss(H, ctx)
-        terms["similarity"] = self.lambda5 / (2 * H.shape[0]) * similarity_loss(H, ctx["y"], ctx["n_classes"])
+    def _encoder_loss(self, H, state):
+        terms = super()._encoder_loss(H, state)
+        # λ5/(2m) times a sum over m² pairs, estimated from the n² pairs of the rows of H.
+        n = H.shape[0]
+        terms["similarity"] = (self.lambda5 * state.m / (2 * n * n)
+                               * similarity_loss(H, state.y, state.n_classes))
         return terms
-
-    def _code_step(self, H, ctx):
-        ctx["B"] = sign(H.double())
-
-    def _objective(self, H, ctx):
-        return self._encoder_loss(H.double(), ctx)

@@ -2,26 +2,31 @@
 initialisation, the full-batch L-BFGS network step and the one alternating training loop with early
 stopping on a validation split carved from the training set.
 
-A subclass defines only what differs between the methods:
+The loop and a coder's hooks share one :class:`TrainingState`. A subclass defines only what differs
+between the methods:
 
 * ``_activations``: the non-linearity of each of the three layers;
-* ``_start(ctx)``: the first codes B (and any other state) before the first outer iteration;
-* ``_encoder_loss(H, ctx)``: the objective's terms that depend on the encoder (a dict of scalars);
+* ``_encoder_loss(H, state)``: the objective's terms that depend on the encoder (a dict of scalars);
 * ``_regulariser(net, m)``: the terms on the weights (m training points);
-* ``_code_step(H, ctx)``: the update of B (and of any decoder) with the encoder fixed;
-* ``_objective(H, ctx)``: every term of the full objective, for the per-iteration log.
+* optionally ``_start(H, state)`` (the first codes B; default sign(H)), ``_code_step(H, state)`` (the
+  update of B, and of any decoder, with the encoder fixed; default B = sign(H)), ``_objective(H, state)``
+  (every term of the full objective; default the encoder terms), ``_diagnostics(H, state)`` (extra
+  per-iteration measurements) and ``_finish(state)`` (after training).
 
 The loop is: network step with B fixed, then code step with the network fixed, then the validation
-mAP; the weights of the outer iteration with the best validation mAP are kept.
+mAP; the weights of the outer iteration with the best validation mAP are kept. Every term of the
+objective and the codes' movement are recorded per outer iteration in ``history_``.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..validation import check_int, check_labels, check_matrix, check_n_bits, rng_from
@@ -62,8 +67,12 @@ class Encoder(torch.nn.Module):
         self.activations = activations
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.activations[-1]](torch.addmm(self.biases[-1], self.hidden(X), self.weights[-1]))
+
+    def hidden(self, X: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's outputs (n, n2), the code layer's input."""
         Z = X
-        for W, c, act in zip(self.weights, self.biases, self.activations):
+        for W, c, act in zip(self.weights[:-1], self.biases[:-1], self.activations[:-1]):
             Z = ACTIVATIONS[act](torch.addmm(c, Z, W))
         return Z
 
@@ -137,6 +146,61 @@ def independence(H: torch.Tensor) -> torch.Tensor:
     return frobenius_sq(G - torch.eye(G.shape[0], dtype=G.dtype, device=G.device))
 
 
+@dataclass
+class TrainingState:
+    """What the training loop and a coder's hooks share during one fit.
+
+    X : (m, D) float32, the rescaled training points, on the training device.
+    net : the encoder being trained.
+    rng : the fit's numpy Generator.
+    B : (m, L) float64 codes in {-1, +1}, the targets of the network step (set by ``_start``).
+    y : (m,) int64 class indices in [0, n_classes) for a supervised coder, else None.
+    n_classes : number of classes (0 without labels).
+    decoder : a decoder fitted by the code step, e.g. UH-BDNN's (W4 (D, L), c4 (D,)); None without one.
+    m : the number of training points, which the objective's 1/m scalings refer to. A mini-batch
+        (:meth:`batch`) keeps the whole set's m, so that its terms estimate the whole objective.
+    optimizer : the network step's optimiser, kept between outer iterations (warm start).
+    """
+
+    X: torch.Tensor
+    net: Encoder
+    rng: np.random.Generator
+    B: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    n_classes: int = 0
+    decoder: tuple[torch.Tensor, ...] | None = None
+    m: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+
+    def __post_init__(self):
+        self.m = self.m or int(self.X.shape[0])
+
+    def batch(self, idx: torch.Tensor) -> "TrainingState":
+        """The same state restricted to the points ``idx`` (m unchanged)."""
+        return replace(self, X=self.X[idx], B=self.B[idx], y=None if self.y is None else self.y[idx])
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the network steps run.
+
+    n_outer : outer iterations (network step + code step).
+    n_inner : per network step, L-BFGS iterations ("lbfgs", full batch) or epochs over the
+        training points ("adam": mini-batches of ``batch_size``, learning rate ``lr``; the
+        optimiser's moments carry over from one outer iteration to the next).
+    """
+
+    n_outer: int
+    n_inner: int
+    optimizer: str = "lbfgs"
+    batch_size: int = 1024
+    lr: float = 1e-3
+
+
+# The BDNN authors' schedule: 20 alternations of 400 full-batch L-BFGS iterations.
+PAPER_SCHEDULE = Schedule(20, 400)
+
+
 class DeepBinaryCoder(BinaryCoder):
     """Base of the deep binary coders: three-layer encoder, rescaling to [0, 1], the training loop.
 
@@ -147,16 +211,19 @@ class DeepBinaryCoder(BinaryCoder):
     -----------------
     n_bits : code length L, a multiple of 8.
     hidden : (n1, n2) hidden layer sizes; None = :func:`default_hidden` (the authors' sizes).
-    n_outer : outer iterations (network step + code step), 20 in the authors' code.
-    n_inner : L-BFGS iterations of each network step (the authors use 400; fewer per outer
-        iteration reach the same objective over the outer loop at a fraction of the time).
+    schedule : "paper" (the BDNN authors': 20 outer iterations of 400 full-batch L-BFGS iterations
+        each), "lbfgs" (20 x 20 L-BFGS iterations), "adam" (20 x 2 epochs of mini-batch Adam), or
+        "default" (the coder's fast schedule, one of the last two); see :class:`Schedule`.
+    n_outer : outer iterations (network step + code step); None = the schedule's; 0 keeps the
+        initialisation (the untrained network and, for UH-BDNN, its initial decoder).
+    n_inner : L-BFGS iterations (or Adam epochs) of each network step; None = the schedule's.
     validation_size : training points held out as validation queries for early stopping; an int,
         a fraction in (0, 1), or 0 to keep the last iteration. None = min(1000, 10% of the points).
     validation_database : at most this many of the remaining training points form the validation
         database (the rest still train).
     validation_neighbors : k of the k-NN relevance of the validation split (unsupervised coders).
     device : torch device for training ("cpu", "cuda", ...).
-    random_state : seed or numpy Generator (validation split, ITQ initialisation).
+    random_state : seed or numpy Generator (validation split, initialisation).
     verbose : log the objective terms and validation mAP of every outer iteration at INFO level.
 
     Attributes
@@ -165,18 +232,32 @@ class DeepBinaryCoder(BinaryCoder):
         rescaling to [0, 1] of the training set: one scale for every feature, which keeps the
         Euclidean neighbours of the original space).
     W1_, c1_, W2_, c2_, W3_, c3_ : the encoder's weights (in, out) and biases, float32.
-    objective_ : (n_outer,) float64, the full objective after each outer iteration.
-    validation_map_ : (n_outer,) float64, validation mAP after each outer iteration (NaN without validation).
-    best_iteration_ : int, the outer iteration kept (0-based).
+    n_outer_, n_inner_ : the schedule that was run.
+    objective_ : (n_outer_,) float64, the full objective after each outer iteration.
+    validation_map_ : (n_outer_,) float64, validation mAP after each outer iteration (NaN without validation).
+    best_iteration_ : int, the outer iteration kept (0-based; -1 when n_outer is 0).
+    history_ : list of n_outer_ + 1 dicts: ``history_[0]`` is the starting point (before any network
+        step), ``history_[i]`` the state after outer iteration i. Each holds every objective term,
+        ``objective``, ``validation_map``, ``codes_changed`` (fraction of the training points' encoder
+        bits that differ from those of the network the loop started from), ``codes_flipped``
+        (fraction of the bits of B changed by this iteration's code step), ``fit_error`` (fraction of
+        the training bits where the network's sign disagrees with the B it was fitted to), ``code_imbalance`` (mean
+        over bits of |mean of B's column|: 0 when every bit splits the points in halves), ``evaluations`` (loss
+        evaluations of the network step), ``seconds``, and the coder's ``_diagnostics``. Not saved
+        by ``save``.
     """
 
     _activations: tuple[str, str, str] = ("sigmoid", "sigmoid", "linear")
     _learned = ("W1_", "c1_", "W2_", "c2_", "W3_", "c3_", "offset_", "scale_", "objective_", "validation_map_")
+    # Named schedules besides "paper", and which of them "default" means.
+    _schedules: dict[str, Schedule] = {"lbfgs": Schedule(20, 20), "adam": Schedule(20, 2, "adam")}
+    _default_schedule = "lbfgs"
     supervised = False
 
     # ---- fitting -------------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Train on ``X`` (n, d) (and labels ``y`` (n,) for supervised coders). Returns self."""
+    def fit(self, X, y=None, progress: bool = False):
+        """Train on ``X`` (n, d) (and labels ``y`` (n,) for supervised coders); ``progress`` shows a
+        bar over the outer iterations. Returns self."""
         self.n_bits = check_n_bits(self.n_bits)
         X = check_matrix(X)
         if self.supervised:
@@ -187,10 +268,12 @@ class DeepBinaryCoder(BinaryCoder):
             if name.startswith(("lambda", "alpha")) and not (isinstance(value, (int, float)) and not isinstance(
                     value, bool) and math.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-        n_outer = check_int(self.n_outer, "n_outer", low=1)
-        n_inner = check_int(self.n_inner, "n_inner", low=1)
+        schedule = self._schedule()
+        n_outer = schedule.n_outer
         hidden = self._hidden()
         device = self._device()
+        self._check_params()
+        self._check_fit_data(X)
         rng = rng_from(self.random_state)
 
         lo, hi = float(X.min()), float(X.max())
@@ -206,60 +289,131 @@ class DeepBinaryCoder(BinaryCoder):
                                 rng=rng, what=type(self).__name__)
         tr_idx = split.train_idx
 
-        X_train = Xs[tr_idx]
+        Xt = torch.as_tensor(Xs[tr_idx], device=device)
         del Xs
-        Xt = torch.as_tensor(X_train, device=device)
         weights, biases = eigen_init(Xt, hidden + (self.n_bits,), self._activations, rng)
         net = Encoder(weights, biases, self._activations, device)
-        ctx = {"X": Xt, "m": Xt.shape[0], "rng": rng, "device": device, "net": net, "X_numpy": X_train}
+        state = TrainingState(X=Xt, net=net, rng=rng)
         if self.supervised:
-            ctx["y"] = torch.as_tensor(np.unique(y[tr_idx], return_inverse=True)[1], device=device)
+            state.y = torch.as_tensor(np.unique(y[tr_idx], return_inverse=True)[1], device=device)
+            state.n_classes = int(state.y.max()) + 1
         self.n_features_in_ = X.shape[1]
+        self.n_outer_, self.n_inner_ = n_outer, schedule.n_inner
+        started = time.perf_counter()
         with torch.no_grad():
-            self._start(net(Xt), ctx)
+            self._start(net(Xt), state)
+            H = net(Xt)
+            start_bits = H >= 0
+        history = [self._record(0, H, state, state.B, split, started, 0)]
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
 
-        objectives, val_maps = [], []
-        best = (-math.inf, None, 0)
-        for it in range(n_outer):
-            start = time.perf_counter()
-            n_eval = lbfgs_step(list(net.parameters()), lambda: self._network_loss(net, ctx), n_inner)
+        # n_outer = 0 keeps the initialisation itself (a baseline for what training adds).
+        best = (-math.inf, net.numpy_state(), state.decoder, -1)
+        name = type(self).__name__
+        bar = tqdm(range(1, n_outer + 1), disable=not progress, desc=f"{name} {self.n_bits} bits", unit="outer")
+        for it in bar:
+            started = time.perf_counter()
+            previous_B = state.B
+            n_eval = self._network_step(state, schedule, generator)
             with torch.no_grad():
                 H = net(Xt)
-                self._code_step(H, ctx)
-                terms = {k: float(v) for k, v in self._objective(H, ctx).items()}
-                terms.update({k: float(v) for k, v in self._regulariser(net, ctx["m"]).items()})
-            total = sum(terms.values())
-            objectives.append(total)
-            self._set_weights(*net.numpy_state())
-            score = split.score_binary(self.encode, self.n_bits) if split else math.nan
-            val_maps.append(score)
+                self._code_step(H, state)
+            record = self._record(it, H, state, previous_B, split, started, n_eval, start_bits)
+            history.append(record)
+            score = record["validation_map"]
             if not split or score > best[0]:
-                best = (score, net.numpy_state(), it)
+                best = (score, net.numpy_state(), state.decoder, it - 1)
+            bar.set_postfix(objective=f"{record['objective']:.5g}", val_map=f"{score:.4f}")
             if self.verbose:
-                log.info("%s outer %d/%d: objective %.6g (%s), validation mAP %.4f, %d evaluations, %.1fs",
-                         type(self).__name__, it + 1, n_outer, total,
-                         ", ".join(f"{k} {v:.4g}" for k, v in terms.items()), score, n_eval,
-                         time.perf_counter() - start)
+                log.info("%s outer %d/%d: %s", name, it, n_outer,
+                         ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "iteration"))
+        bar.close()
         self._set_weights(*best[1])
-        self.best_iteration_ = best[2]
-        self.objective_ = np.array(objectives, np.float64)
-        self.validation_map_ = np.array(val_maps, np.float64)
-        self._finish(ctx)
+        state.decoder = best[2]
+        self.best_iteration_ = best[3]
+        self.history_ = history
+        self.objective_ = np.array([r["objective"] for r in history[1:]], np.float64)
+        self.validation_map_ = np.array([r["validation_map"] for r in history[1:]], np.float64)
+        self._finish(state)
         return self
 
-    def _network_loss(self, net: Encoder, ctx: dict) -> torch.Tensor:
+    @torch.no_grad()
+    def _record(self, it: int, H: torch.Tensor, state: TrainingState, previous_B: torch.Tensor, split,
+                started: float, n_eval: int, start_bits: torch.Tensor | None = None) -> dict:
+        """One ``history_`` entry: every objective term, the codes' movement, the coder's diagnostics
+        and the validation mAP of the network as it is now (its weights are copied to the coder)."""
+        terms = {k: float(v) for k, v in self._objective(H, state).items()}
+        terms.update({k: float(v) for k, v in self._regulariser(state.net, state.m).items()})
+        record = {"iteration": it, **terms, "objective": sum(terms.values()),
+                  "codes_changed": 0.0 if start_bits is None else float(((H >= 0) != start_bits).double().mean()),
+                  "codes_flipped": float((state.B != previous_B).double().mean()),
+                  "fit_error": float(((H >= 0) != (previous_B > 0)).double().mean()),
+                  "code_imbalance": float(state.B.mean(dim=0).abs().mean())}
+        record.update({k: float(v) for k, v in self._diagnostics(H, state).items()})
+        self._set_weights(*state.net.numpy_state())
+        record["validation_map"] = split.score_binary(self.encode, self.n_bits) if split else math.nan
+        record.update(evaluations=n_eval, seconds=time.perf_counter() - started)
+        return record
+
+    def _network_loss(self, state: TrainingState) -> torch.Tensor:
         # The data terms are summed in float64: SH-BDNN's similarity term is a difference of numbers of
         # order m², which float32 would round away, and the line search compares such values.
-        H = net(ctx["X"]).double()
-        loss = sum(self._encoder_loss(H, ctx).values())
-        return loss + sum(self._regulariser(net, ctx["m"]).values())
+        H = state.net(state.X).double()
+        loss = sum(self._encoder_loss(H, state).values())
+        return loss + sum(self._regulariser(state.net, state.m).values())
+
+    def _schedule(self) -> Schedule:
+        """The named schedule with ``n_outer`` / ``n_inner`` where they are set."""
+        schedules = {"paper": PAPER_SCHEDULE, **self._schedules}
+        schedules["default"] = schedules[self._default_schedule]
+        if self.schedule not in schedules:
+            raise InputError(f"schedule must be one of {', '.join(schedules)}, got {self.schedule!r}")
+        chosen = schedules[self.schedule]
+        return replace(chosen,
+                       n_outer=check_int(chosen.n_outer if self.n_outer is None else self.n_outer, "n_outer", low=0),
+                       n_inner=check_int(chosen.n_inner if self.n_inner is None else self.n_inner, "n_inner", low=1))
+
+    def _network_step(self, state: TrainingState, schedule: Schedule, generator: torch.Generator) -> int:
+        """Train the encoder with B fixed; returns the number of loss evaluations (batches for Adam)."""
+        if schedule.optimizer == "lbfgs":
+            return lbfgs_step(list(state.net.parameters()), lambda: self._network_loss(state), schedule.n_inner)
+        if state.optimizer is None:
+            state.optimizer = torch.optim.Adam(state.net.parameters(), lr=schedule.lr)
+        n, count = state.X.shape[0], 0
+        for _ in range(schedule.n_inner):
+            perm = torch.randperm(n, generator=generator).to(state.X.device)
+            for start in range(0, n - 1, schedule.batch_size):
+                state.optimizer.zero_grad(set_to_none=True)
+                self._network_loss(state.batch(perm[start:start + schedule.batch_size])).backward()
+                state.optimizer.step()
+                count += 1
+        return count
+
+    # ---- hooks with defaults -------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Check the coder's own parameters before any work."""
+
+    def _check_fit_data(self, X: np.ndarray) -> None:
+        """Refuse training data the method cannot learn from (X is already checked)."""
+
+    def _start(self, H: torch.Tensor, state: TrainingState) -> None:
+        state.B = sign(H.double())
+
+    def _code_step(self, H: torch.Tensor, state: TrainingState) -> None:
+        state.B = sign(H.double())
+
+    def _objective(self, H: torch.Tensor, state: TrainingState) -> dict:
+        return self._encoder_loss(H.double(), state)
+
+    def _diagnostics(self, H: torch.Tensor, state: TrainingState) -> dict:
+        return {}
+
+    def _finish(self, state: TrainingState) -> None:
+        """Hook after training, with the best iteration's weights set (e.g. to keep a decoder)."""
 
     def _set_weights(self, weights, biases) -> None:
         self.W1_, self.W2_, self.W3_ = weights
         self.c1_, self.c2_, self.c3_ = biases
-
-    def _finish(self, ctx: dict) -> None:
-        """Hook after training (e.g. to keep a decoder)."""
 
     def _hidden(self) -> tuple[int, int]:
         if self.hidden is None:

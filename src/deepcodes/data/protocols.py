@@ -23,6 +23,10 @@ __all__ = ["Protocol", "PROTOCOLS", "load_protocol"]
 PROTOCOLS: dict[str, str] = {
     "mnist-unsup": "MNIST 60,000 train = database, 1,000 test queries; relevant = 1,000 exact Euclidean NN",
     "mnist-sup": "MNIST 60,000 train = database, 1,000 test queries; relevant = same class",
+    "mnist-unsup-10k": "MNIST 60,000 train = database, all 10,000 test images as queries (the BDNN authors' "
+                       "protocol); relevant = 1,000 exact Euclidean NN",
+    "mnist-sup-10k": "MNIST 60,000 train = database, all 10,000 test images as queries (the BDNN authors' "
+                     "protocol); relevant = same class",
     "cifar10-sup": "CIFAR-10 test split raw pixels: 5,000 train, 9,000 database, 1,000 queries; relevant = same class",
     "cifar10-unsup": "CIFAR-10 test split, 512-d GIST: 9,000 train = database, 1,000 queries (cifar10-sup's); "
                      "relevant = 100 exact Euclidean NN in GIST space",
@@ -93,31 +97,46 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _mnist_parts():
+def _mnist_arrays():
     X_train, y_train, X_test, y_test = datasets.load_mnist()
-    q = np.sort(np.random.default_rng(0).choice(X_test.shape[0], 1000, replace=False))
-    return _floats(X_train, 255), _labels(y_train), _floats(X_test[q], 255), _labels(y_test[q])
+    return _floats(X_train, 255), _labels(y_train), _floats(X_test, 255), _labels(y_test)
+
+
+def _mnist_parts(all_queries: bool = False):
+    """(train, train labels, queries, query labels): 1,000 seeded test images as queries, or all 10,000."""
+    X, y, Q, yq = _mnist_arrays()
+    if all_queries:
+        return X, y, Q, yq
+    q = np.sort(np.random.default_rng(0).choice(Q.shape[0], 1000, replace=False))
+    return X, y, _read_only(Q[q]), _read_only(yq[q])
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 _MNIST_TEXT = ("MNIST, {n_db:,} training images (the reconstructed near-copy, within +-1 grey level of the "
                "official pixels) scaled to [0, 1] as float32 784-d vectors are both the training set and the "
-               "database; the queries are 1,000 of the 10,000 official test images, "
-               "numpy.random.default_rng(0).choice(10000, 1000, replace=False), in ascending index order, "
-               "scaled the same way. ")
+               "database; the queries are {queries}, scaled the same way. ")
+_MNIST_1K = ("1,000 of the 10,000 official test images, numpy.random.default_rng(0).choice(10000, 1000, "
+             "replace=False), in ascending index order")
+_MNIST_10K = "all 10,000 official test images in their order (the BDNN authors' protocol)"
 
 
-def _mnist_unsup() -> Protocol:
-    X, y, Q, yq = _mnist_parts()
-    text = _MNIST_TEXT.format(n_db=X.shape[0]) + (
+def _mnist_unsup(all_queries: bool = False) -> Protocol:
+    X, y, Q, yq = _mnist_parts(all_queries)
+    text = _MNIST_TEXT.format(n_db=X.shape[0], queries=_MNIST_10K if all_queries else _MNIST_1K) + (
         "Relevant items for a query are its 1,000 exact Euclidean nearest neighbours in the database "
         "(ties to the lower index); the labels are kept for information only.")
-    return Protocol("mnist-unsup", text, X, X, Q, "knn", 1000, y, y, yq)
+    return Protocol("mnist-unsup-10k" if all_queries else "mnist-unsup", text, X, X, Q, "knn", 1000, y, y, yq)
 
 
-def _mnist_sup() -> Protocol:
-    X, y, Q, yq = _mnist_parts()
-    text = _MNIST_TEXT.format(n_db=X.shape[0]) + "Relevant items for a query are the database items of its class."
-    return Protocol("mnist-sup", text, X, X, Q, "class", None, y, y, yq)
+def _mnist_sup(all_queries: bool = False) -> Protocol:
+    X, y, Q, yq = _mnist_parts(all_queries)
+    text = (_MNIST_TEXT.format(n_db=X.shape[0], queries=_MNIST_10K if all_queries else _MNIST_1K)
+            + "Relevant items for a query are the database items of its class.")
+    return Protocol("mnist-sup-10k" if all_queries else "mnist-sup", text, X, X, Q, "class", None, y, y, yq)
 
 
 @functools.lru_cache(maxsize=1)
@@ -214,7 +233,9 @@ def _digits_sup() -> Protocol:
 
 
 _BUILDERS = {
-    "mnist-unsup": _mnist_unsup, "mnist-sup": _mnist_sup, "cifar10-sup": _cifar10_sup,
+    "mnist-unsup": _mnist_unsup, "mnist-sup": _mnist_sup,
+    "mnist-unsup-10k": functools.partial(_mnist_unsup, True), "mnist-sup-10k": functools.partial(_mnist_sup, True),
+    "cifar10-sup": _cifar10_sup,
     "cifar10-unsup": _cifar10_unsup, "cifar10-gist-sup": _cifar10_gist_sup,
     "sift10k": _sift10k, "digits-sup": _digits_sup,
 }
