@@ -19,3 +19,7 @@ class FormatError(DeepcodesError, ValueError):
 
 class DatasetError(DeepcodesError, FileNotFoundError):
     """A bundled dataset file is missing or does not match its recorded checksum."""
+
+
+class FormatWarning(UserWarning):
+    """A file loads but cannot be fully checked (format version 1: no checksums)."""

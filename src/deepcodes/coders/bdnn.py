@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .. import persist
+from ..errors import InputError
 from ..validation import check_int
 from .deep import ACTIVATIONS, DeepBinaryCoder, frobenius_sq, independence, sign
 from .itq import itq_rotation, pca
@@ -121,6 +122,20 @@ class UHBDNN(_BDNN):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_int(self.n_sweeps, "n_sweeps", low=1)
+        check_int(self.itq_iter, "itq_iter", low=0)
+
+    def _check_fit_data(self, X):
+        if self.n_bits > X.shape[1]:
+            raise InputError(f"UH-BDNN cannot make {self.n_bits} bits from {X.shape[1]}-dimensional data: its "
+                             "codes start from PCA-ITQ, which gives at most one bit per dimension")
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d = self.n_features_in_
+        return {**super()._state_shapes(), "W4_": ((d, self.n_bits), np.float32), "c4_": ((d,), np.float32)}
 
     def _start(self, H, ctx):
         ctx["n_sweeps"] = check_int(self.n_sweeps, "n_sweeps", low=1)

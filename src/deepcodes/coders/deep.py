@@ -177,16 +177,14 @@ class DeepBinaryCoder(BinaryCoder):
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, X, y=None):
         """Train on ``X`` (n, d) (and labels ``y`` (n,) for supervised coders). Returns self."""
+        self._check_params()
         self.n_bits = check_n_bits(self.n_bits)
         X = check_matrix(X)
+        self._check_fit_data(X)
         if self.supervised:
             if y is None:
                 raise InputError(f"{type(self).__name__} is supervised: fit(X, y) needs the class labels y")
             y = check_labels(y, X.shape[0], min_classes=2)
-        for name, value in self.get_params().items():
-            if name.startswith(("lambda", "alpha")) and not (isinstance(value, (int, float)) and not isinstance(
-                    value, bool) and math.isfinite(value) and value >= 0):
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         n_outer = check_int(self.n_outer, "n_outer", low=1)
         n_inner = check_int(self.n_inner, "n_inner", low=1)
         hidden = self._hidden()
@@ -246,6 +244,29 @@ class DeepBinaryCoder(BinaryCoder):
         self.validation_map_ = np.array(val_maps, np.float64)
         self._finish(ctx)
         return self
+
+    def _check_params(self) -> None:
+        check_n_bits(self.n_bits)
+        for name, value in self.get_params().items():
+            if name.startswith(("lambda", "alpha")) and not (isinstance(value, (int, float)) and not isinstance(
+                    value, bool) and math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_int(self.n_outer, "n_outer", low=1)
+        check_int(self.n_inner, "n_inner", low=1)
+        self._hidden()
+        if not isinstance(self.device, (str, torch.device)):
+            raise InputError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+
+    def _check_fit_data(self, X: np.ndarray) -> None:
+        """Hook: refuse training data the method cannot learn from (X is already checked)."""
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d, L, n_outer = self.n_features_in_, self.n_bits, self.n_outer
+        n1, n2 = self._hidden()
+        f32 = np.float32
+        return {"W1_": ((d, n1), f32), "c1_": ((n1,), f32), "W2_": ((n1, n2), f32), "c2_": ((n2,), f32),
+                "W3_": ((n2, L), f32), "c3_": ((L,), f32), "offset_": ((1,), f32), "scale_": ((1,), f32),
+                "objective_": ((n_outer,), np.float64, False), "validation_map_": ((n_outer,), np.float64, False)}
 
     def _network_loss(self, net: Encoder, ctx: dict) -> torch.Tensor:
         # The data terms are summed in float64: SH-BDNN's similarity term is a difference of numbers of

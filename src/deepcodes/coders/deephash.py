@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import persist
+from ..errors import InputError
 from .deep import DeepBinaryCoder, frobenius_sq, sign
 
 
@@ -75,6 +76,11 @@ class DeepHash(DeepBinaryCoder):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not isinstance(self.supervised, bool):
+            raise InputError(f"supervised must be True or False, got {self.supervised!r}")
 
     def _start(self, H, ctx):
         ctx["B"] = sign(H.double())

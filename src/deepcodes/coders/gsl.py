@@ -11,8 +11,9 @@ from sklearn.base import clone
 
 from .. import persist
 from ..errors import FormatError, InputError
-from ..validation import check_fitted, check_int, check_labels, check_matrix, check_n_bits, rng_from, seed_from
-from .base import Quantizer
+from ..validation import (as_format_errors, check_fitted, check_int, check_labels, check_matrix, check_n_bits,
+                          check_state_array, rng_from, seed_from)
+from .base import Quantizer, check_state_keys
 from .pq import OPQ, PQ
 from .rq import RQ
 
@@ -118,7 +119,9 @@ class GSLQuantizer(Quantizer):
         return int(q.n_bits_per_code) if q is not None else 8
 
     # --- fitting ----------------------------------------------------------------------------
-    def _check_params(self) -> None:
+    def _check_params(self, check_device: bool = True) -> None:
+        """Raise InputError unless the parameters are valid (and, with ``check_device``, the device
+        usable here: a loaded model trained on a GPU is still checked without one)."""
         from ..nn import BACKBONES, LOSSES
         from ..nn.snapping import check_snap_params
 
@@ -156,6 +159,8 @@ class GSLQuantizer(Quantizer):
             raise InputError("quantization='loss' needs quant_weight > 0")
         if self.device is not None and not isinstance(self.device, (str, torch.device)):
             raise InputError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+        if not check_device:
+            return
         try:
             torch.empty(0, device=self.device)
         except (RuntimeError, AssertionError) as exc:
@@ -271,6 +276,7 @@ class GSLQuantizer(Quantizer):
         """The network's float representations (n, dim) of input rows ``X`` (n, d)."""
         check_fitted(self, "network_")
         X = check_matrix(X, dim=self.n_features_in_)
+        batch_size = check_int(batch_size, "batch_size", low=1)
         device = torch.device(self.device)
         if next(self.network_.parameters()).device != device:
             self.network_.to(device)
@@ -304,7 +310,7 @@ class GSLQuantizer(Quantizer):
     def query_bias(self, Q) -> np.ndarray:
         check_fitted(self, "quantizer_")
         if type(self.quantizer_).query_bias is Quantizer.query_bias:
-            return np.zeros(len(Q), dtype=np.float32)
+            return np.zeros(len(check_matrix(Q, "queries", dim=self.n_features_in_)), dtype=np.float32)
         return self.quantizer_.query_bias(self.embed(Q))
 
     def quantization_error(self, X) -> float:
@@ -334,31 +340,59 @@ class GSLQuantizer(Quantizer):
 
     @classmethod
     def _from_state(cls, params, arrays):
+        params = dict(params)
+        n_features = params.pop("n_features_in_", None)
+        q_name = params.pop("quantizer_class_", None)
+        q_params = params.pop("quantizer_params_", None)
+        if q_name not in ("PQ", "OPQ", "RQ") or not isinstance(q_params, dict):
+            raise FormatError(f"the inner quantizer of a GSLQuantizer file must be a PQ, OPQ or RQ, got {q_name!r}")
+        check_state_keys(cls.__name__, params, cls._get_param_names(), "parameters")
+        for name in ("hidden", "image_shape"):
+            if isinstance(params[name], list):
+                params[name] = tuple(params[name])
+        obj = cls(**params)
+        with as_format_errors("GSLQuantizer parameters"):
+            obj.n_features_in_ = check_int(n_features, "n_features_in_", low=1)
+            obj._check_params(check_device=False)
+        if obj.quantizer != q_name.lower():
+            raise FormatError(f"the inner quantizer is a {q_name} but the parameters say {obj.quantizer!r}")
+        q_arrays = {k[len("quantizer."):]: v for k, v in arrays.items() if k.startswith("quantizer.")}
+        obj.quantizer_ = q = persist.class_named(q_name)._from_state(q_params, q_arrays)
+        if q.n_features_in_ != obj.dim or q.M * q.n_bits_per_code != obj.n_bits:
+            raise FormatError(f"the inner {q_name} ({q.n_features_in_}-d, {q.M}x{q.n_bits_per_code} bits) does not "
+                              f"fit the representation ({obj.dim}-d, {obj.n_bits} bits)")
+        weights = {k[len("network."):]: v for k, v in arrays.items() if k.startswith("network.")}
+        obj.network_ = obj._load_network(weights)
+        obj.classes_ = check_state_array(arrays.get("classes_"), "classes_", (None,), np.int64)
+        extra = set(arrays) - {"classes_"} - {f"quantizer.{k}" for k in q_arrays} - {f"network.{k}" for k in weights}
+        if extra:
+            raise FormatError(f"unknown arrays in a GSLQuantizer file: {sorted(extra)}")
+        return obj
+
+    def _load_network(self, weights: dict[str, np.ndarray]) -> torch.nn.Module:
+        """The backbone the (checked) parameters describe, with the saved ``weights``, after checking
+        that every weight has the shape the backbone expects (built on torch's meta device first, so
+        hostile sizes allocate nothing)."""
         from ..nn import build_backbone
 
-        params = dict(params)
-        n_features = int(params.pop("n_features_in_"))
-        q_cls = persist.class_named(params.pop("quantizer_class_"))
-        q_params = params.pop("quantizer_params_")
-        if not issubclass(q_cls, (PQ, RQ)):
-            raise FormatError("the inner quantizer of a GSLQuantizer file is not a PQ, OPQ or RQ")
-        params["hidden"] = tuple(params["hidden"])
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
-        obj = cls(**params)
-        obj.n_features_in_ = n_features
-        obj.quantizer_ = q_cls._from_state(q_params, {k[len("quantizer."):]: v for k, v in arrays.items()
-                                                      if k.startswith("quantizer.")})
-        network = build_backbone(obj.backbone, n_features, int(obj.dim), hidden=obj.hidden,
-                                 image_shape=obj.image_shape)
-        try:
-            network.load_state_dict({k[len("network."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                                     if k.startswith("network.")})
-        except RuntimeError as exc:
-            raise FormatError(f"the network weights do not fit the saved backbone: {exc}") from None
-        obj.network_ = network.eval()
-        obj.classes_ = arrays["classes_"]
-        return obj
+        n_layers = len(self.hidden) + 1 if self.backbone == "mlp" else 4
+        if len(weights) != 2 * n_layers:
+            raise FormatError(f"the file holds {len(weights)} network arrays; the {self.backbone} backbone "
+                              f"described by its parameters has {2 * n_layers}")
+
+        def build():
+            with as_format_errors("GSLQuantizer parameters"):
+                return build_backbone(self.backbone, self.n_features_in_, int(self.dim), hidden=self.hidden,
+                                      image_shape=self.image_shape)
+
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        check_state_keys(type(self).__name__, weights, expected, "network arrays")
+        for name, shape in expected.items():
+            check_state_array(weights[name], f"network.{name}", shape, np.float32)
+        network = build()
+        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        return network.eval()
 
 
 def _tensor(X: np.ndarray, device) -> torch.Tensor:
