@@ -181,3 +181,16 @@ def test_the_checks_happen_after_the_cast_to_float32():
         check_codes(np.zeros((2, 2), bool))
     with pytest.raises(InputError, match="integer"):
         check_labels(np.array([1e300, 1.0]), 2)
+
+
+def test_a_gpu_trained_model_loads_without_a_gpu_and_says_how_to_encode():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    arrays, document = persist.unpack_arrays(persist.dumps(fitted("GSLQuantizer")))
+    document["params"]["device"] = "cuda"
+    coder = persist.loads(persist.pack_arrays(arrays, document))
+    _expect(InputError, "encode: device not usable", lambda: coder.encode(data()[0][:4]), "set_params")
+    coder.set_params(device="cpu")
+    assert coder.encode(data()[0][:4]).shape == (4, coder.code_size)

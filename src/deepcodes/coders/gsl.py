@@ -159,12 +159,15 @@ class GSLQuantizer(Quantizer):
             raise InputError("quantization='loss' needs quant_weight > 0")
         if self.device is not None and not isinstance(self.device, (str, torch.device)):
             raise InputError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
-        if not check_device:
-            return
+        if check_device:
+            self._check_device()
+
+    def _check_device(self) -> None:
         try:
             torch.empty(0, device=self.device)
         except (RuntimeError, AssertionError) as exc:
-            raise InputError(f"device {self.device!r} is not usable here: {exc}") from None
+            raise InputError(f"device {self.device!r} is not usable here (set_params(device='cpu') to run on "
+                             f"the CPU): {' '.join(str(exc).split())}") from None
 
     def _quantizer_template(self) -> Quantizer:
         """An unfitted inner quantizer whose code size is ``n_bits`` (InputError otherwise)."""
@@ -277,6 +280,7 @@ class GSLQuantizer(Quantizer):
         check_fitted(self, "network_")
         X = check_matrix(X, dim=self.n_features_in_)
         batch_size = check_int(batch_size, "batch_size", low=1)
+        self._check_device()
         device = torch.device(self.device)
         if next(self.network_.parameters()).device != device:
             self.network_.to(device)
