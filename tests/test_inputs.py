@@ -3,14 +3,16 @@ DeepcodesError (InputError or NotFittedError) that names the problem, never a tr
 numpy, faiss or torch, and never a silent answer. Outcome counts are printed at the end
 (``pytest -s -n 0 tests/test_inputs.py``)."""
 import collections
+import inspect
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from deepcodes import persist
 from deepcodes.errors import InputError, NotFittedError
 from deepcodes.validation import MAX_SQUARED_NORM, check_codes, check_labels, check_matrix
-from fitted import CODER_NAMES, data, fitted, print_tally
+from fitted import CODER_NAMES, INDEX_NAMES, data, fitted, print_tally
 
 TALLY: collections.Counter = collections.Counter()
 
@@ -61,16 +63,26 @@ BAD_BATCH_SIZES = [0, -1, 1.5, True, "8", None]
 
 
 def _unfitted(name):
-    return type(fitted(name))()
+    """An unfitted coder with the small instance's parameters (a front's model unfitted too)."""
+    return clone(fitted(name))
+
+
+def _is_quantizer(coder) -> bool:
+    return getattr(coder, "code_kind", None) == "quantizer"
+
+
+QUANTIZER_NAMES = [n for n in CODER_NAMES if getattr(persist.class_named(n), "code_kind", None) == "quantizer"]
 
 
 @pytest.mark.parametrize("name", CODER_NAMES)
 def test_unfitted_coders_say_so_at_every_entry_point(name, tmp_path):
     coder = _unfitted(name)
     X = data()[0][:4]
-    calls = {"encode": lambda: coder.encode(X), "transform": lambda: coder.transform(X),
-             "save": lambda: coder.save(tmp_path / "m")}
-    if coder.code_kind == "quantizer":
+    save = coder.save if hasattr(coder, "save") else lambda path: persist.save(coder, path)
+    calls = {"transform": lambda: coder.transform(X), "save": lambda: save(tmp_path / "m")}
+    if hasattr(coder, "encode"):
+        calls["encode"] = lambda: coder.encode(X)
+    if _is_quantizer(coder):
         codes = np.zeros((4, 1), np.uint8)
         calls.update(decode=lambda: coder.decode(codes), adc_tables=lambda: coder.adc_tables(X),
                      db_bias=lambda: coder.db_bias(codes), query_bias=lambda: coder.query_bias(X),
@@ -84,19 +96,21 @@ def test_unfitted_coders_say_so_at_every_entry_point(name, tmp_path):
 def test_fitted_coders_refuse_bad_vectors_and_batch_sizes(name):
     coder = fitted(name)
     d = coder.n_features_in_
-    entry_points = {"encode": coder.encode}
-    if coder.code_kind == "quantizer":
+    entry_points = {"encode": coder.encode} if hasattr(coder, "encode") else {"transform": coder.transform}
+    if _is_quantizer(coder):
         entry_points.update(adc_tables=coder.adc_tables, query_bias=coder.query_bias,
                             quantization_error=coder.quantization_error)
     for method, call in entry_points.items():
         for label, value, message in bad_matrices(d):
             _expect(InputError, f"{method}: {label}", lambda: call(value), message)
+    if "batch_size" not in inspect.signature(next(iter(entry_points.values()))).parameters:
+        return
     for batch_size in BAD_BATCH_SIZES:
         _expect(InputError, "encode: batch_size", lambda: coder.encode(data()[0][:4, :d], batch_size=batch_size),
                 "batch_size")
 
 
-@pytest.mark.parametrize("name", [n for n in CODER_NAMES if persist.class_named(n).code_kind == "quantizer"])
+@pytest.mark.parametrize("name", QUANTIZER_NAMES)
 def test_quantizers_refuse_bad_codes(name):
     coder = fitted(name)
     M, K = coder.code_size, 2 ** coder.n_bits_per_code
@@ -118,17 +132,39 @@ def test_quantizers_refuse_bad_codes(name):
 def test_fit_refuses_bad_training_data(name):
     coder = _unfitted(name)
     X, y = data()
-    supervised = getattr(coder, "supervised", False) or name == "GSLQuantizer"
     for label, value, message in bad_matrices(X.shape[1]):
         if label in ("wrong dimension", "1-D of the wrong length"):
             continue    # fit learns the dimension
-        labels = y[:len(value)] if supervised and hasattr(value, "__len__") and not isinstance(value, dict) else None
+        # labels of the right count, so that a supervised coder's complaint is about the vectors
+        labels = y[:len(value)] if hasattr(value, "__len__") and not isinstance(value, dict) else None
         _expect(InputError, f"fit: {label}", lambda: coder.fit(value, labels), message)
-    if supervised:
+    if _needs_labels(coder, X):
         for label, labels, message in (("no labels", None, "label"), ("ragged labels", [[1, 2], [3]], "rectangular"),
                                        ("wrong length", y[:10], "labels for"), ("float labels", y + 0.5, "integer"),
                                        ("one class", np.zeros_like(y), "class")):
             _expect(InputError, f"fit: {label}", lambda: coder.fit(X, labels), message)
+
+
+@pytest.mark.parametrize("name", INDEX_NAMES)
+def test_indexes_refuse_bad_vectors_and_a_failed_add_changes_nothing(name):
+    """Every index: bad vectors (a huge but finite one included) and batch sizes given to ``add``
+    or ``search`` are InputErrors, and after a refused add the index answers exactly as before."""
+    index = fitted(name)
+    Q = data()[0][:5]
+    before_total = index.ntotal
+    before = index.search(Q, 4)
+    for label, value, message in bad_matrices(Q.shape[1]):
+        _expect(InputError, f"index add: {label}", lambda: index.add(value), message)
+        if label != "empty":
+            _expect(InputError, f"index search: {label}", lambda: index.search(value, 4), message)
+    for batch_size in BAD_BATCH_SIZES:
+        _expect(InputError, "index add: batch_size", lambda: index.add(Q, batch_size=batch_size), "batch_size")
+    late = data()[0][:120].astype(np.float64)
+    late[-1, 3] = 1e300                      # only the last of three batches is bad
+    _expect(InputError, "index add: bad last batch", lambda: index.add(late, batch_size=50), "NaN or inf")
+    assert index.ntotal == before_total
+    for got, want in zip(index.search(Q, 4), before, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 PARAMETER_PROBES = {
@@ -146,7 +182,17 @@ PARAMETER_PROBES = {
 }
 
 
-@pytest.mark.parametrize("name", CODER_NAMES)
+def _needs_labels(coder, X) -> bool:
+    """Whether ``coder`` is supervised: its fit without labels is refused with an InputError."""
+    try:
+        clone(coder).fit(X, None)
+    except InputError as exc:
+        assert "label" in str(exc), f"fit without labels: {exc}"
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", [n for n in CODER_NAMES if n in PARAMETER_PROBES])
 def test_fit_refuses_impossible_parameters(name):
     X, y = data()
     cls = type(fitted(name))

@@ -21,8 +21,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_SQUARED_NORM = FLOAT32_MAX / 4
 
 
-def _as_array(X, name: str, what: str) -> np.ndarray:
-    """``np.asarray(X)`` with ragged nesting, strings and non-numeric objects refused."""
+def as_array(X, name: str, what: str = "vectors") -> np.ndarray:
+    """``np.asarray(X)`` with ragged nesting, strings, None and object arrays refused (InputError);
+    ``what`` names the rows in the message."""
     if isinstance(X, (str, bytes)) or X is None:
         raise InputError(f"{name} must be a numeric 2-D array of {what}, got {type(X).__name__}")
     try:
@@ -77,7 +78,7 @@ def check_matrix(X, name: str = "X", *, dim: int | None = None, dtype=np.float32
     squared norm overflows float32 arithmetic (see :func:`check_finite_float32`). With
     ``dtype=None`` the array keeps its own dtype but the float32 checks still apply.
     """
-    arr = _as_array(X, name, "vectors")
+    arr = as_array(X, name, "vectors")
     if arr.dtype == np.bool_:
         raise InputError(f"{name} has dtype bool; pass vectors as numbers (e.g. X.astype(np.float32))")
     if np.issubdtype(arr.dtype, np.complexfloating):
@@ -105,7 +106,7 @@ def check_codes(codes, name: str = "codes", *, code_size: int | None = None,
                 dtype=np.uint8, allow_empty: bool = False) -> np.ndarray:
     """Return packed or sub-quantizer ``codes`` as a C-contiguous 2-D array of ``dtype``, checked:
     an integer (not bool) array (n, code_size) whose values fit ``dtype``."""
-    arr = _as_array(codes, name, "codes")
+    arr = as_array(codes, name, "codes")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"{name} must be an integer array of codes, got dtype {arr.dtype}")
     if arr.ndim == 1 and code_size is not None and arr.shape[0] == code_size:
@@ -124,7 +125,7 @@ def check_codes(codes, name: str = "codes", *, code_size: int | None = None,
 
 def check_labels(y, n: int, name: str = "y", *, min_classes: int = 1) -> np.ndarray:
     """Return integer labels of length ``n`` as int64, checked."""
-    arr = _as_array(y, name, "labels")
+    arr = as_array(y, name, "labels")
     if arr.ndim != 1:
         raise InputError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] != n:

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import persist
 from ..errors import FormatError, InputError
-from ..validation import check_codes, check_int
+from ..validation import as_array, check_codes, check_int
 
 
 class CodeIndex:
@@ -50,12 +50,14 @@ class CodeIndex:
         if self.coder is None:
             self.add_codes(X)
             return
-        n = np.shape(X)[0] if np.ndim(X) == 2 else None
-        if n is None:
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        X = as_array(X, "X")
+        if X.ndim != 2:
             self.add_codes(self._encode(X, "add"))
             return
-        for start in range(0, n, batch_size):
-            self.add_codes(self._encode(X[start:start + batch_size], "add"))
+        # every batch is encoded (and checked) before any is added: a refused batch adds nothing
+        batches = [self._encode(X[start:start + batch_size], "add") for start in range(0, X.shape[0], batch_size)]
+        self.add_codes(np.concatenate(batches) if batches else self._encode(X, "add"))
 
     def add_codes(self, codes) -> None:
         """Append codes (n, code_size); they get ids ntotal..ntotal+n-1."""

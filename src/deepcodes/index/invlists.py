@@ -15,7 +15,7 @@ from .. import persist
 from ..coders.kmeans import assign, kmeans
 from ..coders.pq import _pq_encode, _pq_train, check_quantizer_shape, subsample
 from ..errors import FormatError, InputError, NotFittedError
-from ..validation import check_int, check_matrix, rng_from
+from ..validation import as_array, check_int, check_matrix, rng_from
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +250,7 @@ class ResidualIVF:
         log.info("%s: added %d vectors (ntotal %d)", type(self).__name__, n, self.ntotal)
 
     def _check_rows(self, X, name: str) -> np.ndarray:
-        if isinstance(X, (str, bytes)) or X is None:
-            raise InputError(f"{name} must be a numeric 2-D array, got {type(X).__name__}")
-        X = np.asarray(X)
+        X = as_array(X, name)
         if X.ndim == 1 and X.shape[0] == self.d:
             X = X[None]
         if X.ndim != 2:
