@@ -482,8 +482,9 @@ def _build(arrays: dict[str, np.ndarray], document: dict[str, Any], where: str):
         obj = cls._from_state(params, arrays)
     except DeepcodesError as exc:
         raise FormatError(f"{where}: corrupt {cls.__name__} state: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        # A class whose _from_state does not yet check all of its state (see register) fails here.
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # A class whose _from_state does not yet check all of its state (see register) fails here:
+        # a hostile file's wrong-typed JSON (a number where an object belongs) ends up as one of these.
         raise FormatError(f"{where}: corrupt {cls.__name__} state ({type(exc).__name__}: {exc})") from None
     obj.meta_ = meta
     return obj

@@ -34,8 +34,10 @@ class Coder(BaseEstimator):
     def _state_shapes(self) -> dict[str, tuple]:
         """``{name: (shape, dtype)}`` or ``(shape, dtype, False)`` for arrays whose values are only
         informational (not range-checked): what each learned array must be, given the parameters
-        and ``n_features_in_`` (``None`` in a shape matches any size)."""
-        raise NotImplementedError
+        and ``n_features_in_`` (``None`` in a shape matches any size). Every coder defines it: a
+        loaded file is checked against it, so a coder without it cannot be loaded."""
+        raise NotImplementedError(f"{type(self).__name__} defines no _state_shapes, so its saved files cannot be "
+                                  "checked on load (see Coder._check_state)")
 
     def _check_state(self) -> None:
         """Raise FormatError unless the parameters are valid and every learned array has the shape
