@@ -226,3 +226,19 @@ def check_state_array(arr, name: str, shape: tuple, dtype, *, finite: bool = Tru
         except InputError as exc:
             raise FormatError(str(exc)) from None
     return arr
+
+
+_JSON_SCALARS = (type(None), bool, int, float, str)
+
+
+def check_state_keys(what: str, given, expected, kind: str) -> None:
+    """Raise FormatError unless a loaded file's ``given`` parameters (or arrays) are exactly
+    ``expected``, and (for parameters) each is a JSON scalar or a flat list of them."""
+    unknown, missing = sorted(set(given) - set(expected)), sorted(set(expected) - set(given))
+    if unknown or missing:
+        raise FormatError(f"{what} {kind} do not match this version's: unknown {unknown}, missing {missing}")
+    if kind == "parameters":
+        for name, value in given.items():
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, _JSON_SCALARS) for v in items):
+                raise FormatError(f"{what} parameter {name!r} holds a nested value {value!r:.80}")

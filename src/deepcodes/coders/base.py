@@ -12,9 +12,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from .. import persist
 from ..errors import FormatError, InputError
-from ..validation import as_format_errors, check_codes, check_fitted, check_int, check_matrix, check_state_array
-
-_JSON_SCALARS = (type(None), bool, int, float, str)
+from ..validation import (as_format_errors, check_codes, check_fitted, check_int, check_matrix, check_state_array,
+                          check_state_keys)
 
 
 class Coder(BaseEstimator):
@@ -190,19 +189,6 @@ def check_quantizer_shape(M, n_bits_per_code) -> tuple[int, int]:
     M = check_int(M, "M (number of sub-quantizers)", low=1)
     nbits = check_int(n_bits_per_code, "n_bits_per_code", low=1, high=8)
     return M, nbits
-
-
-def check_state_keys(what: str, given, expected, kind: str) -> None:
-    """Raise FormatError unless a loaded file's ``given`` parameters (or arrays) are exactly
-    ``expected``, and (for parameters) each is a JSON scalar or a flat list of them."""
-    unknown, missing = sorted(set(given) - set(expected)), sorted(set(expected) - set(given))
-    if unknown or missing:
-        raise FormatError(f"{what} {kind} do not match this version's: unknown {unknown}, missing {missing}")
-    if kind == "parameters":
-        for name, value in given.items():
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, _JSON_SCALARS) for v in items):
-                raise FormatError(f"{what} parameter {name!r} holds a nested value {value!r:.80}")
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ from sklearn.base import clone
 from .. import persist
 from ..errors import FormatError, InputError
 from ..validation import (as_format_errors, check_fitted, check_int, check_labels, check_matrix, check_n_bits,
-                          check_state_array, rng_from, seed_from)
-from .base import Quantizer, check_state_keys
+                          check_state_array, check_state_keys, rng_from, seed_from)
+from .base import Quantizer
 from .pq import OPQ, PQ
 from .rq import RQ
 
@@ -375,9 +375,10 @@ class GSLQuantizer(Quantizer):
 
     def _load_network(self, weights: dict[str, np.ndarray]) -> torch.nn.Module:
         """The backbone the (checked) parameters describe, with the saved ``weights``, after checking
-        that every weight has the shape the backbone expects (built on torch's meta device first, so
-        hostile sizes allocate nothing)."""
+        that every weight has the name, shape and dtype the backbone expects (see
+        :func:`~deepcodes.nn.loading.load_checked_weights`)."""
         from ..nn import build_backbone
+        from ..nn.loading import load_checked_weights
 
         n_layers = len(self.hidden) + 1 if self.backbone == "mlp" else 4
         if len(weights) != 2 * n_layers:
@@ -389,14 +390,7 @@ class GSLQuantizer(Quantizer):
                 return build_backbone(self.backbone, self.n_features_in_, int(self.dim), hidden=self.hidden,
                                       image_shape=self.image_shape)
 
-        with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-        check_state_keys(type(self).__name__, weights, expected, "network arrays")
-        for name, shape in expected.items():
-            check_state_array(weights[name], f"network.{name}", shape, np.float32)
-        network = build()
-        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-        return network.eval()
+        return load_checked_weights(build, weights, type(self).__name__)
 
 
 def _tensor(X: np.ndarray, device) -> torch.Tensor:
