@@ -15,7 +15,7 @@ from .. import persist
 from ..coders.kmeans import assign, kmeans
 from ..coders.pq import _pq_encode, _pq_train, check_quantizer_shape, subsample
 from ..errors import FormatError, InputError, NotFittedError
-from ..validation import as_array, check_int, check_matrix, rng_from
+from ..validation import as_array, as_format_errors, check_finite_float32, check_int, check_matrix, rng_from
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +346,9 @@ class ResidualIVF:
         # the small trained arrays are copied out of a mapped file, so they match freshly trained ones
         obj.centroids_ = np.array(arrays["centroids"], dtype=np.float32, order="C")
         obj.codebooks_ = np.array(arrays["codebooks"], dtype=np.float32, order="C")
+        with as_format_errors(cls.__name__):     # distances from them must stay finite in float32
+            check_finite_float32(obj.centroids_, "array 'centroids'")
+            check_finite_float32(obj.codebooks_, "array 'codebooks'")
         for name in cls._extra_arrays:
             setattr(obj, name + "_", np.array(arrays[name], order="C"))
         obj._check_extra()
