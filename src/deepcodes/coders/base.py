@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .. import persist
-from ..errors import FormatError, InputError
+from ..errors import InputError
 from ..validation import (as_format_errors, check_codes, check_fitted, check_int, check_matrix, check_state_array,
                           check_state_keys)
 
