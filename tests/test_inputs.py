@@ -240,3 +240,13 @@ def test_a_gpu_trained_model_loads_without_a_gpu_and_says_how_to_encode():
     _expect(InputError, "encode: device not usable", lambda: coder.encode(data()[0][:4]), "set_params")
     coder.set_params(device="cpu")
     assert coder.encode(data()[0][:4]).shape == (4, coder.code_size)
+
+
+def test_a_row_faiss_cannot_assign_is_refused_not_labelled_minus_one():
+    from deepcodes.coders.kmeans import assign
+
+    centroids = np.full((4, 3), 3e19, np.float32)       # every distance overflows float32
+    _expect(InputError, "assign: no nearest centroid", lambda: assign(np.full((2, 3), 1e19, np.float32), centroids),
+            "no nearest centroid")
+    labels, _ = assign(np.zeros((2, 3), np.float32), np.eye(3, dtype=np.float32))
+    assert labels.tolist() == [0, 0]
