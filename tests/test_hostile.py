@@ -397,3 +397,15 @@ def test_fuzz_arbitrary_documents(case):
         _refused(name, "fuzz:document", exc)
         return
     _exercise(name, "fuzz:document", obj)
+
+
+def test_a_file_describing_a_network_that_cannot_exist_is_a_one_line_format_error():
+    import torch
+
+    from deepcodes.nn.loading import load_checked_weights
+
+    for width in (2**70, -3):
+        with pytest.raises(FormatError, match="cannot be built") as info:
+            load_checked_weights(lambda: torch.nn.Linear(width, 3), {}, "a network coder")
+        assert "\n" not in str(info.value)
+    TALLY["-", "network of impossible size", "FormatError"] += 2

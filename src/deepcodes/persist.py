@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeepcodesError, FormatError, FormatWarning, InputError
+from .validation import first_line
 
 FORMAT_NAME = "deepcodes"
 FORMAT_VERSION = 2
@@ -485,7 +486,7 @@ def _build(arrays: dict[str, np.ndarray], document: dict[str, Any], where: str):
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # A class whose _from_state does not yet check all of its state (see register) fails here:
         # a hostile file's wrong-typed JSON (a number where an object belongs) ends up as one of these.
-        raise FormatError(f"{where}: corrupt {cls.__name__} state ({type(exc).__name__}: {exc})") from None
+        raise FormatError(f"{where}: corrupt {cls.__name__} state ({type(exc).__name__}: {first_line(exc)})") from None
     obj.meta_ = meta
     return obj
 

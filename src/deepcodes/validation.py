@@ -242,3 +242,10 @@ def check_state_keys(what: str, given, expected, kind: str) -> None:
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, _JSON_SCALARS) for v in items):
                 raise FormatError(f"{what} parameter {name!r} holds a nested value {value!r:.80}")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters (torch appends C++ stack
+    frames to some): what a one-line error may quote of it."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
