@@ -1,6 +1,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -11,6 +12,19 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def sift_hdf5(tmp_path_factory):
+    """An ann-benchmarks file from the bundled SIFT10K: 2,000 train rows, 20 test queries, exact top-100."""
+    from deepcodes.data import exact_knn, load_sift10k, write_ann_hdf5
+
+    base, queries, _ = load_sift10k()
+    train, test = base[:2000].astype(np.float32), queries[:20].astype(np.float32)
+    dist, ids = exact_knn(train, test, 100)
+    path = tmp_path_factory.mktemp("data") / "sift.hdf5"
+    write_ann_hdf5(path, train, test, ids, np.sqrt(dist))
+    return path
 
 
 def test_datasets_lists_bundled_data_and_protocols():
@@ -107,7 +121,7 @@ def _one_line_error(result, *fragments):
 
 
 def test_verify_reports_an_intact_file_and_refuses_a_corrupt_one(tmp_path):
-    model = tmp_path / "m.safetensors"
+    model = tmp_path / "m.dcx"
     assert run("fit", "lsh", "--bits", 16, "--protocol", "digits-sup", "-o", model).exit_code == 0
     result = run("verify", model)
     assert result.exit_code == 0 and "ok (LSH, format version 2" in result.output
@@ -136,14 +150,7 @@ def test_output_targets_that_are_not_regular_files_fail_before_fitting(tmp_path,
     assert real.read_bytes() == b"keep"
 
 
-def test_unknown_coder_options_are_input_errors_not_type_errors(tmp_path):
-    out = tmp_path / "m"
-    _one_line_error(run("fit", "pq", "--bits", 16, "--protocol", "digits-sup", "-o", out, "--option", "bogus=1"),
-                    "no option 'bogus'", "max_train")
-    _one_line_error(run("fit", "lsh", "--bits", 16, "--protocol", "digits-sup", "-o", out, "--option", "n_bits=8"),
-                    "set by the command")
-    _one_line_error(run("fit", "pq", "--bits", 16, "--protocol", "digits-sup", "-o", out, "--option", "max_train=-5"),
-                    "max_train must be >= 1")
+def test_demo_refuses_code_lengths_that_are_not_integers(tmp_path):
     _one_line_error(run("demo", "--out", tmp_path / "d", "--bits", "16,x"), "comma-separated integers")
 
 
@@ -170,3 +177,87 @@ def test_unreadable_model_file(tmp_path):
     assert run("fit", "lsh", "--bits", 16, "--protocol", "digits-sup", "-o", model).exit_code == 0
     os.chmod(model, 0)
     _one_line_error(run("evaluate", model, "--protocol", "digits-sup"), "permission denied")
+
+
+# ------------------------------------------------------------------------------------ mends
+
+
+def test_fit_records_the_rows_it_trained_on(tmp_path):
+    for method, args, n_train in (("pq", (), 1597), ("pq", ("--max-train", 500), 500),
+                                  ("itq", ("--max-train", 400), 400)):
+        result = run("fit", method, "--bits", 16, "--protocol", "digits-sup", "-o", tmp_path / "m", "--json", *args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["n_train"] == n_train
+
+
+def test_fit_quantizer_caps_its_sample_and_says_so():
+    from deepcodes.methods import QUANTIZER_MAX_TRAIN
+    from deepcodes.pipeline import fit_coder
+
+    X = np.random.default_rng(0).normal(size=(QUANTIZER_MAX_TRAIN + 10, 4)).astype(np.float32)
+    coder = fit_coder("pq", 8, X, trained_on="x", max_train=None, n_iter=1)
+    assert coder.meta_["n_train"] == QUANTIZER_MAX_TRAIN
+
+
+def test_option_M_sets_the_code_shape(tmp_path):
+    from deepcodes import persist
+
+    for options, M, per_code in ((("M=2",), 2, 8), (("M=4",), 4, 4), (("n_bits_per_code=4",), 4, 4)):
+        args = [a for o in options for a in ("--option", o)]
+        result = run("fit", "pq", "--bits", 16, "--protocol", "digits-sup", "-o", tmp_path / "m", *args)
+        assert result.exit_code == 0, result.output
+        coder = persist.load(tmp_path / "m")
+        assert (coder.M, coder.n_bits_per_code) == (M, per_code)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("M=3", "--bits 16 must equal M x n_bits_per_code"),
+    ("bogus=1", "pq has no parameter 'bogus'; valid: M, max_train, n_bits_per_code, n_iter"),
+    ("random_state=3", "random_state is set by --seed"),
+    ("M=-1", "M must be a positive integer"),
+])
+def test_bad_options_name_no_internal_class(tmp_path, option, message):
+    result = run("fit", "pq", "--bits", 16, "--protocol", "digits-sup", "-o", tmp_path / "m", "--option", option)
+    assert result.exit_code == 2
+    out = result.output.replace("\n", " ")
+    assert message in out and "__init__" not in out and "Quantizer" not in out
+
+
+def test_evaluate_table_prints_each_row_once(tmp_path, sift_hdf5):
+    model = tmp_path / "pq"
+    assert run("fit", "pq", "--bits", 32, "--data", sift_hdf5, "--max-train", 2000, "-o", model).exit_code == 0
+    result = run("evaluate", model, "--data", sift_hdf5, "--no-progress")
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│")[1].strip() for line in result.output.splitlines() if line.count("│") >= 2]
+    assert rows.count("1-recall@1") == 1 and "10-recall@10" in rows
+    assert len(rows) == len(set(rows))
+
+
+def test_fit_and_evaluate_on_files(tmp_path, sift_hdf5):
+    model = tmp_path / "itq"
+    result = run("fit", "itq", "--bits", 32, "--data", sift_hdf5, "--max-train", 1500, "-o", model, "--json")
+    assert result.exit_code == 0, result.output
+    meta = json.loads(result.output)
+    assert meta["n_train"] == 1500 and meta["n_available"] == 2000 and meta["protocol"] == "sift.hdf5:train"
+    result = run("evaluate", model, "--data", sift_hdf5, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["n_database"] == 2000 and info["n_queries"] == 20 and 0.1 < info["one_recall_at_R"]["100"] <= 1
+    assert info["n_train"] == 1500
+    same = run("evaluate", model, "--data", f"{sift_hdf5}:train", "--queries", f"{sift_hdf5}:test",
+               "--gt", f"{sift_hdf5}:neighbors", "--json")
+    assert json.loads(same.output)["map"] == info["map"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("fit", "itq", "--bits", 16, "-o", "x"), "exactly one of --protocol and --data"),
+    (("fit", "sh-bdnn", "--bits", 16, "--data", "{h5}", "-o", "x"), "no training labels"),
+    (("evaluate", "{model}", "--protocol", "sift10k", "--gt", "{h5}"), "go with --data"),
+    (("evaluate", "{model}", "--data", "{h5}:test", "--queries", "{h5}:nope"), "no dataset 'nope'"),
+])
+def test_file_commands_bad_input(tmp_path, sift_hdf5, args, message):
+    model = tmp_path / "itq"
+    assert run("fit", "itq", "--bits", 16, "--data", sift_hdf5, "-o", model).exit_code == 0
+    result = run(*[str(a).format(h5=sift_hdf5, model=model) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output.replace("\n", " ")

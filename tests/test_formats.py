@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from deepcodes.data.formats import (read_ann_hdf5, read_bvecs, read_fvecs, read_idx, read_ivecs, read_npy,
-                                    read_npz, read_vectors, write_ann_hdf5, write_bvecs, write_fvecs, write_idx,
+                                    read_npz, write_ann_hdf5, write_bvecs, write_fvecs, write_idx,
                                     write_ivecs)
+from deepcodes.data.vectors import open_vectors
 from deepcodes.errors import FormatError, InputError
 
 VECS = [
@@ -233,7 +234,7 @@ def test_ann_hdf5_round_trip(tmp_path):
         np.testing.assert_array_equal(out[key], ref.astype(dtype))
     with h5py.File(path, "r") as f:
         assert f.attrs["distance"] == "angular" and f["neighbors"].dtype == np.int32
-    np.testing.assert_array_equal(read_vectors(path), train)
+    np.testing.assert_array_equal(open_vectors(path).rows, train)
 
 
 def test_ann_hdf5_errors(tmp_path):
@@ -268,7 +269,7 @@ def test_ann_hdf5_failed_write_leaves_no_temp(tmp_path, monkeypatch):
     np.testing.assert_array_equal(read_ann_hdf5(tmp_path / "a.hdf5")["train"], train)
 
 
-def test_read_vectors_dispatch(tmp_path):
+def test_open_vectors_dispatch(tmp_path):
     X = np.arange(24, dtype=np.uint8).reshape(4, 6)
     write_fvecs(tmp_path / "a.fvecs", X)
     write_ivecs(tmp_path / "a.ivecs", X)
@@ -280,12 +281,13 @@ def test_read_vectors_dispatch(tmp_path):
     expected = {"a.fvecs": np.float32, "a.ivecs": np.int32, "a.bvecs": np.uint8, "a.npy": np.uint8,
                 "a-idx3-ubyte": np.uint8, "a-idx3-ubyte.gz": np.uint8, "a.idx": np.uint8}
     for name, dtype in expected.items():
-        out = read_vectors(tmp_path / name)
-        assert out.shape == (4, 6) and out.dtype == dtype, name
-        np.testing.assert_array_equal(out, X)
-    (tmp_path / "a.txt").write_text("1 2 3")
+        with open_vectors(tmp_path / name) as v:
+            assert v.shape == (4, 6) and v.dtype == dtype, name
+            np.testing.assert_array_equal(v.rows, X)
+            assert v.read().dtype == np.float32
+    (tmp_path / "a.bin").write_text("1 2 3")
     with pytest.raises(FormatError, match="unknown vector file type"):
-        read_vectors(tmp_path / "a.txt")
+        open_vectors(tmp_path / "a.bin")
     np.save(tmp_path / "flat.npy", np.arange(3))
     with pytest.raises(FormatError, match="not vectors"):
-        read_vectors(tmp_path / "flat.npy")
+        open_vectors(tmp_path / "flat.npy")

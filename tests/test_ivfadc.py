@@ -36,7 +36,7 @@ def test_lists_hold_nearest_cell(ivf, sift):
     X = base.astype(np.float64)
     C = ivf.centroids_.astype(np.float64)
     nearest = ((X[:, None] - C[None]) ** 2).sum(-1).argmin(1)
-    lists, _ = ivf.lists.locate(np.arange(len(X)))
+    lists = ivf.get_lists(np.arange(len(X)))
     np.testing.assert_array_equal(lists, nearest)
 
 

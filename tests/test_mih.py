@@ -198,5 +198,5 @@ def test_mih_errors():
         MultiIndexHashing(64, n_substrings=2)
     with pytest.raises(InputError, match="n_substrings must be <= 16"):
         MultiIndexHashing(16, n_substrings=17)
-    with pytest.raises(InputError, match="n_bits or a fitted binary coder"):
+    with pytest.raises(InputError, match="n_bits or a binary coder"):
         MultiIndexHashing()

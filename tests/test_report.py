@@ -60,3 +60,13 @@ def test_plot_pr_curves(tmp_path):
                 [{"method": "x", "precision": ["a"], "recall": [1]}]):
         with pytest.raises(InputError):
             plot_pr_curves(bad, tmp_path / "bad.png", "bad")
+
+
+def test_plot_recall_qps(tmp_path):
+    from deepcodes.eval import plot_recall_qps
+
+    plot_recall_qps([{"method": "a", "recall": [0.2, 0.5], "qps": [900, 300]},
+                     {"method": "b", "recall": [0.3], "qps": [500]}], tmp_path / "p.png", "t", xlabel="R@10")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InputError, match="1 qps values for 2 recall values"):
+        plot_recall_qps([{"method": "a", "recall": [0.2, 0.5], "qps": [900]}], tmp_path / "q.png", "t")

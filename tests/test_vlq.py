@@ -240,6 +240,6 @@ def test_errors(vlq, sift):
     with pytest.raises(InputError, match="NaN"):
         vlq.add(np.concatenate([base[:20].astype(np.float32), bad]), batch_size=20)
     assert vlq.ntotal == n  # nothing of a rejected add is kept
-    with pytest.raises(InputError, match="ids must lie in"):
+    with pytest.raises(InputError, match=f"id {n} is not in the index"):
         vlq.reconstruct([n])
     assert issubclass(NotFittedError, DeepcodesError)

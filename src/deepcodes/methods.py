@@ -54,7 +54,6 @@ def _quantizer(cls_name):
     def build(bits, random_state, **options):
         from . import coders
 
-        bits = check_n_bits(bits, what="bits")
         options.setdefault("max_train", QUANTIZER_MAX_TRAIN)
         fixed = {"M": bits // 8, "n_bits_per_code": 8, "random_state": random_state}
         return construct(getattr(coders, cls_name), fixed, options)
@@ -100,11 +99,51 @@ for _m in (
     register_method(_m)
 
 
+# Parameters the command line sets itself, and the flag that sets each.
+SET_BY_COMMAND = {"n_bits": "--bits", "random_state": "--seed"}
+
+
 def make_coder(name: str, bits: int, random_state=0, **options):
-    """An unfitted coder for method ``name`` at ``bits`` bits. Unknown names raise InputError."""
+    """An unfitted coder for method ``name`` at ``bits`` bits, with ``options`` as extra parameters.
+
+    Unknown names, options the coder does not take (the valid ones are listed), options the
+    command sets itself (``n_bits``, ``random_state``) and, for PQ/OPQ/RQ, an ``M`` and
+    ``n_bits_per_code`` whose product is not ``bits`` raise InputError. For those quantizers ``M``
+    alone gives ``n_bits_per_code = bits / M`` and ``n_bits_per_code`` alone ``M = bits / n_bits_per_code``.
+    """
     method = get_method(name)
-    check_n_bits(bits, what="bits")
-    return method.build(bits, random_state, **options)
+    bits = check_n_bits(bits, what="bits")
+    coder = method.build(bits, random_state)
+    valid = coder.get_params(deep=False)
+    for key in options:
+        if key in SET_BY_COMMAND:
+            raise InputError(f"{key} of {name} is set by {SET_BY_COMMAND[key]}, not as an option")
+        if key not in valid:
+            raise InputError(f"{name} has no parameter {key!r}; valid: "
+                             f"{', '.join(sorted(set(valid) - set(SET_BY_COMMAND)))}")
+    if "M" in valid and "n_bits_per_code" in valid:
+        options = _code_shape(name, bits, options)
+    return coder.set_params(**options)
+
+
+def _code_shape(name: str, bits: int, options: dict) -> dict:
+    """Complete M / n_bits_per_code from ``bits`` so that M * n_bits_per_code == bits."""
+    options = dict(options)
+    M, per_code = options.get("M"), options.get("n_bits_per_code")
+    for key, value in (("M", M), ("n_bits_per_code", per_code)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{key} must be a positive integer, got {value!r}")
+    if M is None and per_code is None:
+        return options
+    if M is None:
+        M = bits // per_code
+    if per_code is None:
+        per_code = bits // M
+    if M * per_code != bits:
+        raise InputError(f"{name}: --bits {bits} must equal M x n_bits_per_code, got M={M} and "
+                         f"n_bits_per_code={per_code}")
+    options.update(M=M, n_bits_per_code=per_code)
+    return options
 
 
 def get_method(name: str) -> Method:

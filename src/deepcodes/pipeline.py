@@ -7,73 +7,93 @@ import time
 
 import numpy as np
 
+from .coders.base import CodebookQuantizer
 from .data import Protocol, load_protocol
 from .errors import InputError
 from .eval import evaluate_search
 from .eval.relevance import relevance_for
 from .index import ADCIndex, HammingIndex
 from .methods import get_method, make_coder
+from .validation import check_int, rng_from
 
 log = logging.getLogger(__name__)
 
 
-def fit_method(method: str, bits: int, protocol: Protocol | str, random_state=0, **options):
-    """Fit method ``method`` at ``bits`` bits on the protocol's training set. The returned coder's
-    ``meta_`` records method, bits, protocol, training size, seed and fit time."""
+def fit_method(method: str, bits: int, protocol: Protocol | str, random_state=0, *, max_train: int | None = None,
+               **options):
+    """Fit method ``method`` at ``bits`` bits on the protocol's training set (see :func:`fit_coder`)."""
     if isinstance(protocol, str):
         protocol = load_protocol(protocol)
+    return fit_coder(method, bits, protocol.train, protocol.train_labels, trained_on=protocol.name,
+                     random_state=random_state, max_train=max_train, **options)
+
+
+def fit_coder(method: str, bits: int, X, y=None, *, trained_on: str, random_state=0,
+              max_train: int | None = None, **options):
+    """Fit method ``method`` at ``bits`` bits on ``X`` (n, d) (and labels ``y`` for supervised ones).
+
+    ``max_train`` caps the rows trained on: PQ/OPQ/RQ take it as their own ``max_train`` (their
+    default is ``methods.QUANTIZER_MAX_TRAIN``); for other coders a sample of that many rows is drawn
+    with ``default_rng(random_state)``. The returned coder's ``meta_`` records method, bits,
+    ``protocol`` (= ``trained_on``), ``n_train`` (the rows the coder really trained on), seed and fit time.
+    """
     spec = get_method(method)
+    if max_train is not None:
+        max_train = check_int(max_train, "max_train", low=1)
+        if "max_train" in options:
+            raise InputError("give the training-sample size once: --max-train, not also as an option")
     coder = make_coder(method, bits, random_state=random_state, **options)
-    if spec.supervised and protocol.train_labels is None:
-        raise InputError(f"{method} is supervised but protocol {protocol.name!r} has no training labels")
+    if spec.supervised and y is None:
+        raise InputError(f"{method} is supervised but {trained_on!r} has no training labels")
+    n = int(X.shape[0])
+    if isinstance(coder, CodebookQuantizer):
+        if max_train is not None:
+            coder.set_params(max_train=max_train)
+        n_used = n if coder.max_train is None else min(n, int(coder.max_train))
+    elif max_train is not None and max_train < n:
+        rows = np.sort(rng_from(random_state).choice(n, max_train, replace=False))
+        X = X[rows]
+        y = None if y is None else np.asarray(y)[rows]
+        n_used = max_train
+    else:
+        n_used = n
     start = time.perf_counter()
     if spec.supervised:
-        coder.fit(protocol.train, protocol.train_labels)
+        coder.fit(X, y)
     else:
-        coder.fit(protocol.train)
+        coder.fit(X)
     seconds = time.perf_counter() - start
-    coder.meta_ = {"method": method, "bits": int(bits), "protocol": protocol.name,
-                   "n_train": int(protocol.train.shape[0]), "random_state": random_state,
-                   "fit_seconds": round(seconds, 3)}
-    log.info("fitted %s at %d bits on %s in %.1fs", method, bits, protocol.name, seconds)
+    coder.meta_ = {"method": method, "bits": int(bits), "protocol": trained_on, "n_train": n_used,
+                   "random_state": random_state, "fit_seconds": round(seconds, 3)}
+    log.info("fitted %s at %d bits on %s (%d rows) in %.1fs", method, bits, trained_on, n_used, seconds)
     return coder
-
-
-def build_index(coder):
-    """The exact index for ``coder``'s codes: HammingIndex for binary coders, ADCIndex for quantizers."""
-    kind = getattr(coder, "code_kind", None)
-    if kind == "binary":
-        return HammingIndex(coder=coder)
-    if kind == "quantizer":
-        return ADCIndex(coder)
-    raise InputError(f"{type(coder).__name__} is neither a binary coder nor a quantizer")
 
 
 def evaluate_coder(coder, protocol: Protocol | str, *, chunk_size: int = 100, progress: bool = False) -> dict:
     """Encode the protocol's database and queries with ``coder``, rank the whole database for every
-    query and return the metrics (see :func:`deepcodes.eval.evaluate_search`) with the context."""
+    query and return the metrics (see :func:`deepcodes.eval.evaluate_search`) with the context.
+
+    Binary coders are searched by exact Hamming distance (``HammingIndex``), quantizers by exact
+    ADC (``ADCIndex``); the query is encoded by the index for Hamming and never quantized for ADC.
+    """
     if isinstance(protocol, str):
         protocol = load_protocol(protocol)
     if coder.dim_ != protocol.database.shape[1]:
         raise InputError(f"the model expects {coder.dim_}-dimensional input but protocol {protocol.name!r} "
                          f"has {protocol.database.shape[1]} dimensions")
-    index = build_index(coder)
+    kind = getattr(coder, "code_kind", None)
+    if kind == "binary":
+        index, hamming_bits = HammingIndex(coder=coder), int(coder.n_bits)
+    elif kind == "quantizer":
+        index, hamming_bits = ADCIndex(coder), None
+    else:
+        raise InputError(f"{type(coder).__name__} is neither a binary coder nor a quantizer")
     start = time.perf_counter()
     index.add(protocol.database)
-    if isinstance(index, HammingIndex):
-        queries = coder.encode(protocol.queries)
-
-        def search(Q, k):
-            return index.search_codes(Q, k)
-        hamming_bits = coder.n_bits
-    else:
-        queries = protocol.queries
-        search = index.search
-        hamming_bits = None
     encode_seconds = time.perf_counter() - start
     true_nn = protocol.ground_truth() if protocol.relevance == "knn" else None
     start = time.perf_counter()
-    result = evaluate_search(search, queries, relevance_for(protocol), protocol.database.shape[0],
+    result = evaluate_search(index.search, protocol.queries, relevance_for(protocol), protocol.database.shape[0],
                              true_neighbors=true_nn, hamming_bits=hamming_bits, chunk_size=chunk_size,
                              progress=progress)
     meta = dict(getattr(coder, "meta_", None) or {})
@@ -83,18 +103,9 @@ def evaluate_coder(coder, protocol: Protocol | str, *, chunk_size: int = 100, pr
         "bits": int(coder.n_bits),
         "protocol": protocol.name,
         "trained_on": meta.get("protocol"),
-        "n_train": int(protocol.train.shape[0]),
+        "n_train": meta.get("n_train"),
         "encode_seconds": round(encode_seconds, 3),
         "search_eval_seconds": round(time.perf_counter() - start, 3),
         "fit_seconds": meta.get("fit_seconds"),
     })
     return result
-
-
-def headline(result: dict) -> dict:
-    """The few numbers a table shows: mAP, precision@100, recall@1000 and precision within radius 2."""
-    row = {"method": result["method"], "protocol": result["protocol"], "bits": result["bits"],
-           "map": result["map"], "p@100": result["precision_at_k"].get("100", np.nan)}
-    if "precision_radius2" in result:
-        row["p(r<=2)"] = result["precision_radius2"]
-    return row

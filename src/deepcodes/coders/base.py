@@ -199,3 +199,17 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 def unpack_bits(codes: np.ndarray, n_bits: int) -> np.ndarray:
     """Unpack (n, L/8) uint8 codes into a boolean (n, L) matrix."""
     return np.unpackbits(np.asarray(codes, dtype=np.uint8), axis=1, count=n_bits).astype(bool)
+
+
+def fit_with_progress(model, X, y=None, progress: bool = False):
+    """``model.fit(X, y)``, passing ``progress`` where its ``fit`` takes it. Returns the model."""
+    import inspect
+
+    if "progress" in inspect.signature(model.fit).parameters:
+        return model.fit(X, y, progress=progress)
+    return model.fit(X, y)
+
+
+def is_fitted(model) -> bool:
+    """Whether a coder or front has been fitted (every deepcodes coder sets ``n_features_in_`` in ``fit``)."""
+    return getattr(model, "n_features_in_", None) is not None

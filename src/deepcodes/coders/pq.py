@@ -17,7 +17,9 @@ def subsample(X: np.ndarray, max_train: int | None, rng: np.random.Generator) ->
     return X[np.sort(rng.choice(X.shape[0], max_train, replace=False))]
 
 
-def _pq_encode(Y: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+def pq_encode(Y: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Codes (n, M) uint8 of ``Y`` (n, M * ds) float32: the nearest codeword of each sub-vector
+    in ``codebooks`` (M, K, ds) float32."""
     M, _, ds = codebooks.shape
     codes = np.empty((Y.shape[0], M), dtype=np.uint8)
     for m in range(M):
@@ -30,7 +32,9 @@ def _pq_decode(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     return np.concatenate([codebooks[m][codes[:, m]] for m in range(M)], axis=1)
 
 
-def _pq_train(Y: np.ndarray, M: int, K: int, n_iter: int, seed: int, init=None) -> np.ndarray:
+def pq_train(Y: np.ndarray, M: int, K: int, n_iter: int, seed: int, init=None) -> np.ndarray:
+    """Codebooks (M, K, ds) float32 from ``Y`` (n, M * ds) float32: k-means (faiss) of each sub-vector,
+    seeded ``seed + m``, started from ``init`` (M, K, ds) when given."""
     ds = Y.shape[1] // M
     return np.stack([
         kmeans(Y[:, m * ds:(m + 1) * ds], K, n_iter=n_iter, seed=seed + m,
@@ -97,7 +101,7 @@ class PQ(CodebookQuantizer):
         rng = rng_from(self.random_state)
         self.n_features_in_ = X.shape[1]
         Y = self._pad(subsample(X, self.max_train, rng))
-        self.codebooks_ = _pq_train(Y, self.M, 2 ** self.n_bits_per_code, self.n_iter, seed_from(rng))
+        self.codebooks_ = pq_train(Y, self.M, 2 ** self.n_bits_per_code, self.n_iter, seed_from(rng))
         return self
 
     def encode(self, X, batch_size: int = 65536) -> np.ndarray:
@@ -106,7 +110,7 @@ class PQ(CodebookQuantizer):
         batch_size = check_int(batch_size, "batch_size", low=1)
         out = np.empty((X.shape[0], self.M), dtype=np.uint8)
         for s in range(0, X.shape[0], batch_size):
-            out[s:s + batch_size] = _pq_encode(self._prepare(X[s:s + batch_size]), self.codebooks_)
+            out[s:s + batch_size] = pq_encode(self._prepare(X[s:s + batch_size]), self.codebooks_)
         return out
 
     def decode(self, codes) -> np.ndarray:
@@ -164,8 +168,11 @@ class OPQ(PQ):
     def _unprepare(self, Y: np.ndarray) -> np.ndarray:
         return super()._unprepare(Y @ self.rotation_.T)
 
-    def fit(self, X, y=None) -> "OPQ":
-        """Learn the rotation and sub-codebooks from ``X`` (n, d). Returns self."""
+    def fit(self, X, y=None, *, progress: bool = False) -> "OPQ":
+        """Learn the rotation and sub-codebooks from ``X`` (n, d); ``progress`` shows a bar over the
+        alternations. Returns self."""
+        from tqdm.auto import tqdm
+
         X = self._check_fit_input(X)
         n_outer = check_int(self.n_outer, "n_outer", low=0)
         n_inner = check_int(self.n_iter_inner, "n_iter_inner", low=1)
@@ -176,13 +183,13 @@ class OPQ(PQ):
         K = 2 ** self.n_bits_per_code
         R = np.eye(P.shape[1], dtype=np.float32)
         PR = P
-        codebooks = _pq_train(PR, self.M, K, self.n_iter, seed)
-        for _ in range(n_outer):
-            recon = _pq_decode(_pq_encode(PR, codebooks), codebooks)
+        codebooks = pq_train(PR, self.M, K, self.n_iter, seed)
+        for _ in tqdm(range(n_outer), disable=not progress, desc="OPQ.fit", unit="alternation"):
+            recon = _pq_decode(pq_encode(PR, codebooks), codebooks)
             U, _, Vt = np.linalg.svd((P.T @ recon).astype(np.float64))
             R = (U @ Vt).astype(np.float32)
             PR = P @ R
-            codebooks = _pq_train(PR, self.M, K, n_inner, seed, init=codebooks)
+            codebooks = pq_train(PR, self.M, K, n_inner, seed, init=codebooks)
         self.rotation_ = R
         self.codebooks_ = codebooks
         return self

@@ -8,6 +8,7 @@
 * ann-benchmarks HDF5: datasets ``train``, ``test``, ``neighbors``, ``distances`` and the attribute
   ``distance``.
 
+Any of these files is opened for lazy, batched reading by :func:`deepcodes.data.open_vectors`.
 Every defect in a file (missing, truncated, foreign, inconsistent) raises
 :class:`~deepcodes.errors.FormatError` naming the file; bad arrays given to a writer raise
 :class:`~deepcodes.errors.InputError`. Every writer is atomic (temporary file, fsync, rename).
@@ -27,7 +28,7 @@ from ..persist import atomic_path, atomic_write_bytes
 __all__ = [
     "read_fvecs", "read_ivecs", "read_bvecs", "write_fvecs", "write_ivecs", "write_bvecs",
     "read_idx", "write_idx", "read_npy", "read_npz", "read_ann_hdf5", "write_ann_hdf5",
-    "read_vectors", "VECTOR_SUFFIXES",
+    "ANN_DISTANCES",
 ]
 
 # Rows per chunk when streaming a TEXMEX file out, so a writer never holds a second full copy.
@@ -43,9 +44,6 @@ _IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_TYPES.items()}
 
 ANN_DISTANCES = ("euclidean", "angular", "hamming", "jaccard")
 _ANN_KEYS = ("train", "test", "neighbors", "distances")
-
-VECTOR_SUFFIXES = (".fvecs", ".ivecs", ".bvecs", ".npy", ".idx", "-ubyte", "-ubyte.gz", ".idx.gz",
-                   ".hdf5", ".h5")
 
 
 def _existing(path) -> Path:
@@ -318,36 +316,3 @@ def write_ann_hdf5(path, train, test, neighbors, distances, distance: str = "euc
         f.attrs["point_type"] = "float"
         for key, arr in zip(_ANN_KEYS, (train, test, neighbors, distances)):
             f.create_dataset(key, data=arr)
-
-
-# ------------------------------------------------------------------------------------- dispatch
-
-
-def read_vectors(path) -> np.ndarray:
-    """Read the vectors (n, d) of any supported file, chosen by suffix (see ``VECTOR_SUFFIXES``).
-
-    idx files of more than 2 dimensions are flattened to (n, prod(rest)); for HDF5 files the
-    ``train`` set is returned. Memory-mapped where the format allows.
-    """
-    path = Path(path)
-    name = path.name.lower()
-    if name.endswith(".fvecs"):
-        return read_fvecs(path)
-    if name.endswith(".ivecs"):
-        return read_ivecs(path)
-    if name.endswith(".bvecs"):
-        return read_bvecs(path)
-    if name.endswith(".npy"):
-        arr = read_npy(path, mmap=True)
-    elif name.endswith((".idx", ".idx.gz", "-ubyte", "-ubyte.gz")):
-        arr = read_idx(path)
-        if arr.ndim > 2:
-            arr = arr.reshape(arr.shape[0], -1)
-    elif name.endswith((".hdf5", ".h5")):
-        arr = read_ann_hdf5(path)["train"]
-    else:
-        raise FormatError(f"{path}: unknown vector file type; supported suffixes: {', '.join(VECTOR_SUFFIXES)}")
-    if arr.ndim != 2:
-        raise FormatError(f"{path} holds an array of shape {arr.shape}, not vectors (n, d)")
-    return arr
-

@@ -8,12 +8,12 @@ from .evaluate import TIE_RULE, evaluate_search
 from .metrics import (average_precision, one_recall_at, pr_curve_by_radius, pr_curve_by_rank,
                       precision_at_k, precision_within_radius, r_recall_at, recall_at)
 from .relevance import ClassRelevance, NeighborRelevance, relevance_for
-from .report import markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
+from .report import markdown_table, plot_map_vs_bits, plot_pr_curves, plot_recall_qps, write_json
 
 __all__ = [
     "evaluate_search", "TIE_RULE",
     "average_precision", "precision_at_k", "recall_at", "one_recall_at", "r_recall_at",
     "precision_within_radius", "pr_curve_by_rank", "pr_curve_by_radius",
     "ClassRelevance", "NeighborRelevance", "relevance_for",
-    "markdown_table", "write_json", "plot_map_vs_bits", "plot_pr_curves",
+    "markdown_table", "write_json", "plot_map_vs_bits", "plot_pr_curves", "plot_recall_qps",
 ]

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from ..errors import InputError
 from ..persist import atomic_write_bytes
 
-__all__ = ["markdown_table", "write_json", "plot_map_vs_bits", "plot_pr_curves"]
+__all__ = ["markdown_table", "write_json", "plot_map_vs_bits", "plot_pr_curves", "plot_recall_qps"]
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str], floatfmt: str = ".4f") -> str:
@@ -92,22 +92,43 @@ def plot_pr_curves(curves: Sequence[Mapping], path: str | os.PathLike, title: st
     ``curves`` are dicts with keys ``method``, ``precision``, ``recall`` (equal-length sequences;
     None or NaN precision points are left as gaps).
     """
-    curves = _records(curves, ("method", "precision", "recall"), "curves")
-    fig = Figure(figsize=(5.0, 4.2), layout="constrained")
+    def frame(ax):
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(True, alpha=0.3)
+
+    _line_plot(curves, "recall", "precision", path, title, xlabel="recall", ylabel="precision", marker=".",
+               frame=frame, size=(5.0, 4.2))
+
+
+def plot_recall_qps(curves: Sequence[Mapping], path: str | os.PathLike, title: str, xlabel: str = "recall") -> None:
+    """Plot queries/s (log scale) against recall, one line per curve (a parameter sweep).
+
+    ``curves`` are dicts with keys ``method``, ``recall`` and ``qps`` (equal-length sequences).
+    """
+    def frame(ax):
+        ax.set_yscale("log")
+        ax.grid(True, alpha=0.3, which="both")
+
+    _line_plot(curves, "recall", "qps", path, title, xlabel=xlabel, ylabel="queries/s", marker="o",
+               frame=frame, size=(5.4, 4.2))
+
+
+def _line_plot(curves, x: str, y: str, path, title: str, *, xlabel: str, ylabel: str, marker: str, frame, size) -> None:
+    """One line per curve of ``curves[i][y]`` against ``curves[i][x]``, labelled by ``method``."""
+    curves = _records(curves, ("method", y, x), "curves")
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for i, curve in enumerate(curves):
-        precision = _curve_values(curve["precision"], "precision")
-        recall = _curve_values(curve["recall"], "recall")
-        if precision.shape != recall.shape:
-            raise InputError(f"curve {curve['method']!r}: {len(precision)} precision values "
-                             f"for {len(recall)} recall values")
-        ax.plot(recall, precision, marker=".", color=f"C{i % 10}", label=str(curve["method"]))
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.grid(True, alpha=0.3)
+        ys = _curve_values(curve[y], y)
+        xs = _curve_values(curve[x], x)
+        if ys.shape != xs.shape:
+            raise InputError(f"curve {curve['method']!r}: {len(ys)} {y} values for {len(xs)} {x} values")
+        ax.plot(xs, ys, marker=marker, color=f"C{i % 10}", label=str(curve["method"]))
+    frame(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
     ax.set_title(title)
     _save(fig, path)

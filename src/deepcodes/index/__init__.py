@@ -1,9 +1,11 @@
-"""Indexes over learned codes: exact Hamming (linear scan and multi-index hashing), exact ADC, and the
-inverted-file indexes IVF-ADC and VLQ-ADC for large collections."""
+"""Indexes over learned codes, all on one contract (:class:`~deepcodes.index.base.CodeIndex`): exact
+Hamming (linear scan and multi-index hashing), exact ADC, and the inverted-file indexes IVF-ADC and
+VLQ-ADC for large collections."""
 from .adc import ADCIndex
+from .base import CodeIndex
 from .hamming import HammingIndex
 from .ivfadc import IVFADCIndex
 from .mih import MultiIndexHashing
 from .vlq import VLQIndex
 
-__all__ = ["HammingIndex", "ADCIndex", "MultiIndexHashing", "IVFADCIndex", "VLQIndex"]
+__all__ = ["CodeIndex", "HammingIndex", "ADCIndex", "MultiIndexHashing", "IVFADCIndex", "VLQIndex"]

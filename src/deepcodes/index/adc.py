@@ -1,67 +1,85 @@
-"""Exhaustive asymmetric-distance (ADC) search over quantizer codes (PQ, OPQ, RQ)."""
+"""Exhaustive asymmetric-distance (ADC) search over quantizer codes (PQ, OPQ, RQ, GSL)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import persist
 from ..errors import InputError
-from ..validation import check_matrix
-from .base import CodeIndex
+from ..validation import check_int, check_matrix
+from .flat import FlatIndex
 from .kernels import adc_knn, adc_rank
 
 
 @persist.register
-class ADCIndex(CodeIndex):
-    """Exact ADC k-NN: the query stays a float vector, database vectors are their codes, and the
-    squared distance ||q - x̂||² is summed from per-query look-up tables.
+class ADCIndex(FlatIndex):
+    """Exact ADC k-NN: the query stays a float vector, stored vectors are their codes, and the
+    squared distance ||q - x̂||² is summed from per-query look-up tables (the contract is
+    :class:`~deepcodes.index.base.CodeIndex`'s).
 
-    Results are sorted by (distance, database id).
+    Results are sorted by (distance, id). Search parameter: ``batch_size`` (queries per table
+    batch). A GSLQuantizer's codes quantize its network's output: queries go through the network,
+    and ``reconstruct`` and ``search_by_id`` work in that representation space.
 
     Parameters
     ----------
-    quantizer : a fitted Quantizer (PQ, OPQ, RQ, or any with ``adc_tables``).
+    quantizer : a Quantizer (PQ, OPQ, RQ, GSLQuantizer, or any with ``adc_tables``), fitted or
+        fitted by ``train``.
+    d, spec : the input dimension of a quantizer not fitted yet, and the factory string.
     """
 
-    def __init__(self, quantizer):
+    _with_aux = True
+
+    def __init__(self, quantizer, *, d: int | None = None, spec: str | None = None):
         if getattr(quantizer, "code_kind", None) != "quantizer":
-            raise InputError(f"ADCIndex needs a fitted quantizer (PQ, OPQ, RQ), got {type(quantizer).__name__}")
+            raise InputError(f"ADCIndex needs a quantizer (PQ, OPQ, RQ, GSL), got {type(quantizer).__name__}")
         self.quantizer = quantizer
-        self._bias = np.empty(0, dtype=np.float32)
-        super().__init__(quantizer)
+        super().__init__(quantizer, d=d, spec=spec)
 
     @property
     def code_size(self) -> int:
-        return self.quantizer.code_size
+        return int(self.quantizer.code_size)
+
+    @property
+    def _space(self):
+        """The quantizer of the space the codes live in: a GSLQuantizer's inner one, else the quantizer."""
+        return self.quantizer.quantizer_ if hasattr(self.quantizer, "embed") else self.quantizer
 
     def _check_code_values(self, codes) -> None:
         K = 2 ** self.quantizer.n_bits_per_code
         if codes.size and codes.max() >= K:
             raise InputError(f"codes hold values >= K={K}")
 
-    def _on_add(self, codes) -> None:
-        self._bias = np.concatenate([self._bias, self.quantizer.db_bias(codes).astype(np.float32)])
+    def _aux_of(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(self._space.db_bias(codes), dtype=np.float32)
 
-    def search(self, Q, k: int, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest database vectors of each query (nq, d): ``(squared distances float32, ids int64)``."""
-        k = self._check_search(k, batch_size)
-        Q = check_matrix(Q, "queries", dim=self.quantizer.dim_)
-        codes = self.codes
+    def _queries(self, Q) -> np.ndarray:
+        if hasattr(self.quantizer, "embed"):
+            return self.quantizer.embed(Q)
+        return check_matrix(Q, "queries", dim=self.d)
+
+    def _stored_queries(self, rows: np.ndarray) -> np.ndarray:
+        return self._reconstruct_rows(rows)
+
+    def _reconstruct_rows(self, rows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._space.decode(self._store.codes[rows]), dtype=np.float32)
+
+    def _search(self, Q: np.ndarray, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        space = self._space
+        codes, bias = self._store.codes, self._store.aux
         # a heap wins for small k; for long rankings a stable sort of all distances is faster
         kernel = adc_rank if 8 * k >= self.ntotal else adc_knn
         out_d = np.empty((Q.shape[0], k), dtype=np.float32)
         out_i = np.empty((Q.shape[0], k), dtype=np.int64)
         for s in range(0, Q.shape[0], batch_size):
             q = Q[s:s + batch_size]
-            tables = np.ascontiguousarray(self.quantizer.adc_tables(q), dtype=np.float32)
-            q_bias = self.quantizer.query_bias(q).astype(np.float32)
-            out_d[s:s + batch_size], out_i[s:s + batch_size] = kernel(tables, codes, self._bias, q_bias, k)
-        return out_d, out_i
-
-    def _params(self) -> dict:
-        return {}
+            tables = np.ascontiguousarray(space.adc_tables(q), dtype=np.float32)
+            q_bias = np.asarray(space.query_bias(q), dtype=np.float32)
+            out_d[s:s + batch_size], out_i[s:s + batch_size] = kernel(tables, codes, bias, q_bias, k)
+        return out_d, self._store.ids[out_i]
 
     @classmethod
     def _build(cls, params, coder):
         if coder is None:
             raise InputError("an ADCIndex file must hold its quantizer")
-        return cls(coder)
+        return cls(coder, d=params.get("d"), spec=params.get("spec"))

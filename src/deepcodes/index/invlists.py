@@ -3,7 +3,8 @@
 The lists are three flat arrays, so they save as plain tensors and map read-only on load:
 ``offsets`` (nlist + 1,) int64, ``codes`` (n, code_size) uint8 and ``ids`` (n,) int64; list ``l``
 spans rows ``offsets[l]:offsets[l + 1]``, within a list in insertion order. ``add`` keeps new
-entries in pending chunks and merges them into the CSR arrays once, on first use.
+entries in pending chunks and merges them into the CSR arrays once, on first use. The search
+kernels compare (distance, id) pairs in their heaps, so the row order never decides a tie.
 """
 from __future__ import annotations
 
@@ -11,19 +12,17 @@ import logging
 
 import numpy as np
 
-from .. import persist
+from .. import nested
 from ..coders.kmeans import assign, kmeans
-from ..coders.pq import _pq_encode, _pq_train, check_quantizer_shape, subsample
-from ..errors import FormatError, InputError, NotFittedError
-from ..validation import as_array, as_format_errors, check_finite_float32, check_int, check_matrix, rng_from
+from ..coders.pq import pq_encode, pq_train, check_quantizer_shape
+from ..errors import FormatError, InputError
+from ..validation import (as_format_errors, check_codes, check_finite_float32, check_int, check_labels, check_matrix,
+                          rng_from)
+from ..coders.base import fit_with_progress, is_fitted
+from .base import CodeIndex, PendingIds, find_sorted
+from .flat import read_only
 
 log = logging.getLogger(__name__)
-
-
-def _read_only(arr: np.ndarray) -> np.ndarray:
-    view = arr.view()
-    view.flags.writeable = False
-    return view
 
 
 class InvertedLists:
@@ -37,6 +36,11 @@ class InvertedLists:
         self._ids = np.empty(0, dtype=np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._n_pending = 0
+        self._pending_ids = PendingIds()
+        # (merged ids ascending, their rows): built on demand, dropped when the merged arrays change
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None
+        self.max_id = -1
+        self.version = 0
 
     @classmethod
     def from_arrays(cls, offsets: np.ndarray, codes: np.ndarray, ids: np.ndarray) -> "InvertedLists":
@@ -54,6 +58,10 @@ class InvertedLists:
             raise FormatError("inverted lists hold negative ids")
         obj = cls(offsets.shape[0] - 1, codes.shape[1])
         obj._offsets, obj._codes, obj._ids = np.asarray(offsets), np.asarray(codes), np.asarray(ids)
+        sorted_ids = obj._sorted_ids()[0]
+        if n and (sorted_ids[1:] == sorted_ids[:-1]).any():
+            raise FormatError("inverted lists hold an id twice")
+        obj.max_id = int(sorted_ids[-1]) if n else -1
         return obj
 
     @property
@@ -61,76 +69,115 @@ class InvertedLists:
         return int(self._codes.shape[0] + self._n_pending)
 
     def append(self, list_ids: np.ndarray, codes: np.ndarray, ids: np.ndarray) -> None:
-        """Queue entries; they join the CSR arrays on the next access."""
+        """Queue entries (ids distinct and not stored: the caller checked); they join the CSR arrays
+        on the next access."""
         self._pending.append((list_ids.astype(np.int64, copy=False), codes, ids))
+        self._pending_ids.add(ids)
         self._n_pending += codes.shape[0]
+        self.max_id = max(self.max_id, int(ids.max()))
+        self.version += 1
 
     def _merge(self) -> None:
         if not self._pending:
             return
-        old_lists = np.repeat(np.arange(self.nlist, dtype=np.int64), np.diff(self._offsets))
-        list_ids = np.concatenate([old_lists] + [p[0] for p in self._pending])
+        list_ids = np.concatenate([self.row_lists()] + [p[0] for p in self._pending])
         # a stable sort by list keeps every list in insertion order
         order = np.argsort(list_ids, kind="stable")
         self._codes = np.concatenate([self._codes] + [p[1] for p in self._pending])[order]
         self._ids = np.concatenate([self._ids] + [p[2] for p in self._pending])[order]
-        self._offsets = np.zeros(self.nlist + 1, dtype=np.int64)
-        np.cumsum(np.bincount(list_ids, minlength=self.nlist), out=self._offsets[1:])
+        self._set_offsets(list_ids)
         self._pending = []
         self._n_pending = 0
+        self._pending_ids.clear()
+        self._by_id = None
 
-    # The arrays are handed out read-only whether they are mapped from a file or held in memory, so
-    # the numba kernels see one array type and compile once, not once per storage kind.
+    def _set_offsets(self, list_ids: np.ndarray) -> None:
+        self._offsets = np.zeros(self.nlist + 1, dtype=np.int64)
+        np.cumsum(np.bincount(list_ids, minlength=self.nlist), out=self._offsets[1:])
+
+    def row_lists(self) -> np.ndarray:
+        """The list of every merged row (n,) int64."""
+        return np.repeat(np.arange(self.nlist, dtype=np.int64), np.diff(self._offsets))
 
     @property
     def offsets(self) -> np.ndarray:
         self._merge()
-        return _read_only(self._offsets)
+        return read_only(self._offsets)
 
     @property
     def codes(self) -> np.ndarray:
         self._merge()
-        return _read_only(self._codes)
+        return read_only(self._codes)
 
     @property
     def ids(self) -> np.ndarray:
         self._merge()
-        return _read_only(self._ids)
+        return read_only(self._ids)
 
-    def list_sizes(self) -> np.ndarray:
-        """Entries per list (nlist,)."""
-        return np.diff(self.offsets)
+    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(merged ids ascending, their rows)``, kept until the merged arrays change."""
+        if self._by_id is None:
+            rows = np.argsort(self._ids, kind="stable")
+            self._by_id = (self._ids[rows], rows)
+        return self._by_id
 
-    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(list id, row)`` of each of the given stored ids."""
-        stored = self.ids
-        row_of = np.full(int(stored.max(initial=-1)) + 1, -1, dtype=np.int64)
-        row_of[stored] = np.arange(stored.shape[0])
-        rows = row_of[ids]
-        lists = np.searchsorted(self.offsets, rows, side="right") - 1
-        return lists, rows
+    def stored(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of ``ids`` is stored or queued (bool (n,)), without merging the queue."""
+        return find_sorted(self._sorted_ids()[0], ids)[1] | self._pending_ids.contains(ids)
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, found)`` of ``ids``: rows into ``codes``/``ids``."""
+        self._merge()
+        sorted_ids, rows = self._sorted_ids()
+        pos, found = find_sorted(sorted_ids, ids)
+        return (rows[pos] if rows.size else pos), found
+
+    def lists_of(self, rows: np.ndarray) -> np.ndarray:
+        """The list of each of the given merged rows."""
+        return np.searchsorted(self.offsets, rows, side="right") - 1
+
+    def remove(self, rows: np.ndarray) -> None:
+        self._merge()
+        keep = np.ones(self.ntotal, dtype=bool)
+        keep[rows] = False
+        list_ids = self.row_lists()[keep]
+        self._codes, self._ids = self._codes[keep], self._ids[keep]
+        self._by_id = None
+        self._set_offsets(list_ids)
+        self.max_id = int(self._ids.max()) if self._ids.size else -1
+        self.version += 1
 
 
-class ResidualIVF:
-    """Base of the inverted-file indexes: a first level of ``n_centroids`` k-means centroids (faiss),
-    a residual product quantizer, CSR inverted lists, batched ``add``, and persistence.
+class ResidualIVF(CodeIndex):
+    """Base of the inverted-file indexes (the contract is :class:`~deepcodes.index.base.CodeIndex`'s):
+    an optional front, a first level of ``n_centroids`` k-means centroids (faiss), a residual
+    product quantizer and CSR inverted lists.
+
+    The front (PCA, an OPQ rotation, a learned network: anything persistable with
+    ``transform(X) -> (n, p)``) maps the d-dimensional inputs to the space the lists live in
+    (``list_dim`` = p); an unfitted front is fitted by ``train``.
 
     Subclasses define the list structure: ``_nlist``, ``_train_structure``, ``_assign`` (vectors to
-    list ids and residual reconstructions' bases), ``_code_size`` and the search kernel.
+    list ids and residual reconstructions' bases), ``_code_size`` and ``_scan`` (the kernel call).
 
     Inputs whose dimension is not a multiple of ``M`` are zero-padded inside the residual quantizer,
     which changes no distance; this lets codes of any byte count be compared at equal size.
     """
 
+    search_params = {"nprobe": 8, "batch_size": 1024, "return_scanned": False}
     _extra_arrays: tuple[str, ...] = ()
 
     def __init__(self, d: int, n_centroids: int, M: int = 8, n_bits_per_code: int = 8, n_iter: int = 20,
-                 max_train: int | None = None, random_state=None):
+                 max_train: int | None = None, random_state=None, *, front=None, spec: str | None = None):
         self.d = check_int(d, "d (dimension)", low=1)
         self.n_centroids = check_int(n_centroids, "n_centroids", low=1)
         self.M, self.n_bits_per_code = check_quantizer_shape(M, n_bits_per_code)
-        if self.M > self.d:
-            raise InputError(f"M={self.M} sub-quantizers exceed the dimension {self.d}")
+        self.front = front
+        self.spec = spec
+        self.list_dim = self._front_dim()
+        if self.M > self.list_dim:
+            raise InputError(f"M={self.M} sub-quantizers exceed the dimension {self.list_dim}"
+                             + (" of the front's output" if front is not None else ""))
         self.n_iter = check_int(n_iter, "n_iter", low=1)
         self.max_train = None if max_train is None else check_int(max_train, "max_train", low=1)
         self.random_state = random_state
@@ -138,13 +185,33 @@ class ResidualIVF:
         self.centroids_: np.ndarray | None = None
         self.codebooks_: np.ndarray | None = None
         self._P: np.ndarray | None = None
-        self.lists = InvertedLists(self._nlist(), self._code_size())
+        self._store = InvertedLists(self._nlist(), self._code_size())
+
+    def _front_dim(self) -> int:
+        """Dimension of the front's output (d without a front)."""
+        front = self.front
+        if front is None:
+            return self.d
+        if not callable(getattr(front, "transform", None)):
+            raise InputError(f"a front must have transform(X), got {type(front).__name__}")
+        if is_fitted(front):
+            if int(front.n_features_in_) != self.d:
+                raise InputError(f"the front takes {front.n_features_in_}-dimensional input, the index d={self.d}")
+            return int(front.transform(np.zeros((1, self.d), np.float32)).shape[1])
+        if callable(getattr(front, "output_dim", None)):
+            return int(front.output_dim(self.d))
+        raise InputError(f"the front {type(front).__name__} must be fitted (or give output_dim(d))")
 
     # -- shape ---------------------------------------------------------------------------------
 
     @property
+    def lists(self) -> InvertedLists:
+        """The inverted lists (CSR arrays)."""
+        return self._store
+
+    @property
     def d_pad(self) -> int:
-        return -(-self.d // self.M) * self.M
+        return -(-self.list_dim // self.M) * self.M
 
     @property
     def code_size(self) -> int:
@@ -154,14 +221,6 @@ class ResidualIVF:
     @property
     def is_trained(self) -> bool:
         return self.codebooks_ is not None
-
-    @property
-    def ntotal(self) -> int:
-        """Number of vectors in the index."""
-        return self.lists.ntotal
-
-    def __len__(self) -> int:
-        return self.ntotal
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held: per-vector storage (codes, ids), list offsets, the trained arrays a file
@@ -174,44 +233,63 @@ class ResidualIVF:
                 "precomputed": int(sum(a.nbytes for a in derived))}
 
     def _pad(self, X: np.ndarray) -> np.ndarray:
-        if self.d_pad == self.d:
+        if self.d_pad == self.list_dim:
             return X
-        return np.pad(X, ((0, 0), (0, self.d_pad - self.d)))
+        return np.pad(X, ((0, 0), (0, self.d_pad - self.list_dim)))
 
-    def _require_trained(self, what: str) -> None:
-        if not self.is_trained:
-            raise NotFittedError(f"{type(self).__name__} is not trained yet: call train() before {what}()")
+    def _to_list_space(self, X: np.ndarray) -> np.ndarray:
+        """Checked float32 rows (n, d) through the front: (n, list_dim) float32."""
+        if self.front is None:
+            return X
+        return check_matrix(self.front.transform(X), "the front's output", dim=self.list_dim)
 
     # -- training --------------------------------------------------------------------------------
 
-    def train(self, X, centroids=None) -> "ResidualIVF":
-        """Learn the first level and the residual quantizer from ``X`` (n, d). Returns self.
+    def train(self, X, y=None, *, centroids=None, progress: bool = False) -> "ResidualIVF":
+        """Learn the front (when unfitted), the first level and the residual quantizer from ``X``
+        (n, d), with labels ``y`` (n,) for a supervised front. A no-op when trained. Returns self.
 
-        ``centroids`` (n_centroids, d), when given, replaces the first-level k-means: several indexes
-        can then share one k-means run (and one training budget) exactly.
+        ``centroids`` (n_centroids, list_dim), when given, replaces the first-level k-means: several
+        indexes can then share one k-means run (and one training budget) exactly.
         """
+        from tqdm.auto import tqdm
+
+        if self.is_trained:
+            return self
         X = self._check_rows(X, "X")
         if centroids is not None:
-            centroids = check_matrix(centroids, "centroids", dim=self.d)
+            centroids = check_matrix(centroids, "centroids", dim=self.list_dim)
             if centroids.shape[0] != self.n_centroids:
                 raise InputError(f"centroids has {centroids.shape[0]} rows, expected n_centroids={self.n_centroids}")
+        labels = None if y is None else check_labels(y, X.shape[0])
         K = 2 ** self.n_bits_per_code
         need = max(self.n_centroids, K, self._min_train())
         rng = rng_from(self.random_state)
+        rows = slice(None)
+        if self.max_train is not None and X.shape[0] > self.max_train:
+            rows = np.sort(rng.choice(X.shape[0], self.max_train, replace=False))
         # sample before converting, so a large uint8 or memory-mapped X is never copied whole
-        Xt = check_matrix(subsample(X, self.max_train, rng), dim=self.d)
+        Xt = check_matrix(X[rows], dim=self.d)
         if Xt.shape[0] < need:
             raise InputError(f"{type(self).__name__} with {self.n_centroids} centroids and {K} sub-centroids "
                              f"needs at least {need} training vectors, got {Xt.shape[0]}")
         seed = int(rng.integers(0, 2**31 - 1))
         log.info("%s: training on %d vectors", type(self).__name__, Xt.shape[0])
-        if centroids is None:
-            centroids = kmeans(Xt, self.n_centroids, n_iter=self.n_iter, seed=seed)
-        self.centroids_ = centroids
-        self._train_structure(Xt, seed + 1)
-        residuals = self._residuals(Xt, *self._assign(Xt))
-        self.codebooks_ = _pq_train(self._pad(residuals), self.M, K, self.n_iter, seed + 2)
-        self._precompute()
+        with tqdm(total=4, disable=not progress, desc=f"{type(self).__name__}.train", unit="step") as bar:
+            if self.front is not None and not is_fitted(self.front):
+                fit_with_progress(self.front, Xt, None if labels is None else labels[rows], progress)
+            Xt = self._to_list_space(Xt)
+            bar.update()
+            if centroids is None:
+                centroids = kmeans(Xt, self.n_centroids, n_iter=self.n_iter, seed=seed)
+            self.centroids_ = centroids
+            bar.update()
+            self._train_structure(Xt, seed + 1)
+            bar.update()
+            residuals = self._residuals(Xt, *self._assign(Xt))
+            self.codebooks_ = pq_train(self._pad(residuals), self.M, K, self.n_iter, seed + 2)
+            self._precompute()
+            bar.update()
         return self
 
     def _precompute(self) -> None:
@@ -225,64 +303,51 @@ class ResidualIVF:
 
     # -- adding ----------------------------------------------------------------------------------
 
-    def add(self, X, batch_size: int = 65536, progress: bool = False) -> None:
-        """Encode ``X`` (n, d) in batches of ``batch_size`` and add it; ids continue from ``ntotal``.
-
-        Only one batch is held in float32 at a time, so ``X`` may be a uint8 or memory-mapped array
-        much larger than memory. Nothing is added if any batch is rejected.
-        """
-        self._require_trained("add")
-        batch_size = check_int(batch_size, "batch_size", low=1)
-        X = self._check_rows(X, "X")
-        from tqdm.auto import tqdm
-
-        n = X.shape[0]
-        staged = []
-        with tqdm(total=n, disable=not progress, desc=f"{type(self).__name__}.add", unit="vec") as bar:
-            for start in range(0, n, batch_size):
-                batch = check_matrix(X[start:start + batch_size], "X", dim=self.d)
-                list_ids, codes = self._encode_batch(batch)
-                ids = np.arange(self.ntotal + start, self.ntotal + start + batch.shape[0], dtype=np.int64)
-                staged.append((list_ids, codes, ids))
-                bar.update(batch.shape[0])
-        for list_ids, codes, ids in staged:
-            self.lists.append(list_ids, codes, ids)
-        log.info("%s: added %d vectors (ntotal %d)", type(self).__name__, n, self.ntotal)
-
-    def _check_rows(self, X, name: str) -> np.ndarray:
-        X = as_array(X, name)
-        if X.ndim == 1 and X.shape[0] == self.d:
-            X = X[None]
-        if X.ndim != 2:
-            raise InputError(f"{name} must be 2-D (n, d), got shape {X.shape}")
-        if X.shape[1] != self.d:
-            raise InputError(f"{name} has dimension {X.shape[1]}, expected {self.d}")
-        if X.shape[0] == 0:
-            raise InputError(f"{name} is empty (0 rows)")
-        return X
-
     def _encode_batch(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        assignment = self._assign(X)
-        residuals = self._residuals(X, *assignment)
-        pq_codes = _pq_encode(self._pad(residuals), self.codebooks_)
+        Z = self._to_list_space(check_matrix(X, "X", dim=self.d))
+        assignment = self._assign(Z)
+        residuals = self._residuals(Z, *assignment)
+        pq_codes = pq_encode(self._pad(residuals), self.codebooks_)
         return self._list_ids(*assignment), self._pack_codes(pq_codes, *assignment)
+
+    def _append(self, encoded, ids: np.ndarray) -> None:
+        list_ids, codes = encoded
+        self._store.append(list_ids, codes, ids)
+
+    def add_codes(self, codes, ids=None, *, lists=None) -> None:
+        """Store codes (n, code_size) uint8 as the lists hold them (see ``get_codes``) under ``ids``,
+        code i in list ``lists[i]`` (see ``get_lists``)."""
+        self._require_trained("add_codes")
+        codes = check_codes(codes, code_size=self.code_size)
+        if lists is None:
+            raise InputError("an inverted index stores each code in a list: pass lists=, the list of "
+                             "each code (get_lists gives those of stored items)")
+        lists = np.asarray(lists)
+        if lists.ndim != 1 or not np.issubdtype(lists.dtype, np.integer):
+            raise InputError(f"lists must be a 1-D integer array, got shape {lists.shape} dtype {lists.dtype}")
+        if lists.shape[0] != codes.shape[0]:
+            raise InputError(f"got {lists.shape[0]} lists for {codes.shape[0]} codes")
+        if lists.min() < 0 or lists.max() >= self._store.nlist:
+            raise InputError(f"lists must lie in [0, {self._store.nlist}), got values in [{lists.min()}, {lists.max()}]")
+        K = 2 ** self.n_bits_per_code
+        if codes[:, :self.M].max() >= K:
+            raise InputError(f"codes hold sub-codes >= K={K}")
+        self._store.append(lists, codes, self._new_ids(ids, codes.shape[0]))
+
+    def get_lists(self, ids) -> np.ndarray:
+        """The inverted list (n,) int64 that holds each of ``ids``."""
+        return self._store.lists_of(self._rows(ids))
 
     def _nearest_centroid(self, X: np.ndarray) -> np.ndarray:
         return assign(X, self.centroids_)[0]
 
     # -- searching -------------------------------------------------------------------------------
 
-    def _check_search(self, Q, k, nprobe, batch_size) -> tuple[np.ndarray, int, int, int]:
-        self._require_trained("search")
-        if self.ntotal == 0:
-            raise InputError("the index is empty: add vectors before searching")
-        Q = check_matrix(Q, "queries", dim=self.d)
-        k = check_int(k, "k", low=1)
-        if k > self.ntotal:
-            raise InputError(f"k={k} is larger than the database ({self.ntotal} items)")
-        nprobe = check_int(nprobe, "nprobe", low=1, high=self.n_centroids)
-        batch_size = check_int(batch_size, "batch_size", low=1)
-        return Q, k, nprobe, batch_size
+    def _queries(self, Q) -> np.ndarray:
+        return self._to_list_space(check_matrix(Q, "queries", dim=self.d))
+
+    def _stored_queries(self, rows: np.ndarray) -> np.ndarray:
+        return self._reconstruct_rows(rows)
 
     def _query_terms(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Squared distances (nq, n_centroids) to the centroids (one GEMM), and the zero-padded
@@ -292,34 +357,48 @@ class ResidualIVF:
         np.maximum(dqc, 0, out=dqc)
         return np.ascontiguousarray(dqc, dtype=np.float32), np.ascontiguousarray(self._pad(Q), dtype=np.float32)
 
+    def _search(self, Q: np.ndarray, k: int, nprobe: int, batch_size: int, return_scanned: bool, **extra):
+        """Batches of list-space queries through ``_scan``: ``(distances, ids[, scanned])``."""
+        nprobe = check_int(nprobe, "nprobe", low=1, high=self.n_centroids)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        if not isinstance(return_scanned, (bool, np.bool_)):
+            raise InputError(f"return_scanned must be True or False, got {return_scanned!r}")
+        extra = self._check_scan_params(nprobe, **extra)
+        lists = self.lists
+        offsets, codes, ids = lists.offsets, lists.codes, lists.ids
+        out = [np.empty((Q.shape[0], k), np.float32), np.empty((Q.shape[0], k), np.int64),
+               np.empty(Q.shape[0], np.int64)]
+        for s in range(0, Q.shape[0], batch_size):
+            dqc, Qp = self._query_terms(Q[s:s + batch_size])
+            for o, r in zip(out, self._scan(dqc, Qp, k, nprobe, offsets, codes, ids, **extra)):
+                o[s:s + batch_size] = r
+        return tuple(out) if return_scanned else (out[0], out[1])
+
+    def _check_scan_params(self, nprobe: int) -> dict:
+        """Hook: check the subclass's own search parameters."""
+        return {}
+
     # -- reconstruction --------------------------------------------------------------------------
 
-    def reconstruct(self, ids) -> np.ndarray:
-        """The vectors (n, d) float32 that the index stores for the given ids (what ADC measures to)."""
-        self._require_trained("reconstruct")
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise InputError(f"ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.ntotal):
-            raise InputError(f"ids must lie in [0, {self.ntotal}), got values in [{ids.min()}, {ids.max()}]")
-        lists, rows = self.lists.locate(ids.astype(np.int64))
-        codes = np.asarray(self.lists.codes[rows])
-        M = self.M
-        r = np.concatenate([self.codebooks_[m][codes[:, m]] for m in range(M)], axis=1)[:, :self.d]
+    def _reconstruct_rows(self, rows: np.ndarray) -> np.ndarray:
+        lists = self._store.lists_of(rows)
+        codes = np.asarray(self._store.codes[rows])
+        r = np.concatenate([self.codebooks_[m][codes[:, m]] for m in range(self.M)], axis=1)[:, :self.list_dim]
         return (self._bases(lists, codes) + r).astype(np.float32)
 
     # -- persistence -----------------------------------------------------------------------------
-
-    def save(self, path, meta: dict | None = None) -> None:
-        """Save the index to ``path`` atomically; a failed save leaves any previous file intact."""
-        self._require_trained("save")
-        persist.save(self, path, meta=meta)
 
     def _params(self) -> dict:
         rs = self.random_state
         return {"d": self.d, "n_centroids": self.n_centroids, "M": self.M,
                 "n_bits_per_code": self.n_bits_per_code, "n_iter": self.n_iter, "max_train": self.max_train,
-                "random_state": int(rs) if isinstance(rs, (int, np.integer)) else None}
+                "random_state": int(rs) if isinstance(rs, (int, np.integer)) else None, "spec": self.spec}
+
+    def _describe_params(self) -> dict:
+        params = {**self._params(), "list_dim": self.list_dim}
+        if self.front is not None:
+            params["front"] = type(self.front).__name__
+        return params
 
     def _trained_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"centroids": self.centroids_, "codebooks": self.codebooks_}
@@ -328,14 +407,21 @@ class ResidualIVF:
 
     def _get_state(self):
         lists = self.lists
+        params = self._params()
         arrays = dict(self._trained_arrays())
         arrays.update({"list_offsets": lists.offsets, "list_codes": lists.codes, "list_ids": lists.ids})
-        return self._params(), arrays
+        if self.front is not None:
+            params["front"], front_arrays = nested.part_state(self.front, "front")
+            arrays.update(front_arrays)
+        return params, arrays
 
     @classmethod
     def _from_state(cls, params, arrays):
-        obj = cls(**params)
-        expected = {"centroids": (obj.n_centroids, obj.d),
+        params = dict(params)
+        front_doc = params.pop("front", None)
+        front = None if front_doc is None else nested.part_from_state(front_doc, arrays, "front")
+        obj = cls(**params, front=front)
+        expected = {"centroids": (obj.n_centroids, obj.list_dim),
                     "codebooks": (obj.M, 2 ** obj.n_bits_per_code, obj.d_pad // obj.M)}
         expected.update(obj._extra_shapes())
         for name, shape in expected.items():
@@ -356,7 +442,7 @@ class ResidualIVF:
         if lists.nlist != obj._nlist() or lists.code_size != obj._code_size():
             raise FormatError(f"{cls.__name__} lists: {lists.nlist} lists of {lists.code_size}-byte codes, "
                               f"expected {obj._nlist()} of {obj._code_size()}")
-        obj.lists = lists
+        obj._store = lists
         obj._precompute()
         return obj
 
@@ -387,6 +473,10 @@ class ResidualIVF:
         raise NotImplementedError
 
     def _bases(self, lists: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _scan(self, dqc, Qp, k, nprobe, offsets, codes, ids, **extra):
+        """Hook: the search kernel over one batch: ``(distances, ids, scanned)``."""
         raise NotImplementedError
 
     def _extra_shapes(self) -> dict[str, tuple]:

@@ -16,7 +16,12 @@ class IVFADCIndex(ResidualIVF):
     Search probes the ``nprobe`` nearest cells and ranks their codes by the ADC distance
     ||q - c - r̂||², built from faiss-style precomputed tables (see ``ivf_kernels``). This is the
     like-for-like baseline for :class:`~deepcodes.index.vlq.VLQIndex`; it mirrors faiss
-    ``IndexIVFPQ`` with ``by_residual`` and precomputed tables.
+    ``IndexIVFPQ`` with ``by_residual`` and precomputed tables. The contract is
+    :class:`~deepcodes.index.base.CodeIndex`'s.
+
+    Search parameters: ``nprobe`` (cells probed, default 8), ``batch_size`` (queries per kernel
+    call) and ``return_scanned`` (also return the number of codes scanned per query). Results are
+    in (distance, id) order; slots beyond the vectors scanned hold (inf, -1).
 
     Parameters
     ----------
@@ -27,6 +32,8 @@ class IVFADCIndex(ResidualIVF):
     n_iter : k-means iterations (first level and PQ).
     max_train : train on at most this many vectors (a seeded sample); None uses them all.
     random_state : seed or numpy Generator.
+    front : optional front (fitted, or fitted by ``train``): the lists live in its output space.
+    spec : the factory string the index was built from.
     """
 
     def _nlist(self) -> int:
@@ -50,22 +57,5 @@ class IVFADCIndex(ResidualIVF):
     def _bases(self, lists: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return self.centroids_[lists]
 
-    def search(self, Q, k: int, nprobe: int = 8, batch_size: int = 1024,
-               return_scanned: bool = False):
-        """k nearest stored vectors of each query (nq, d) among the ``nprobe`` nearest cells.
-
-        Returns ``(squared distances (nq, k) float32, ids (nq, k) int64)`` in (distance, id) order;
-        when fewer than k vectors were scanned the remaining slots hold (inf, -1). With
-        ``return_scanned`` also the number of codes scanned per query.
-        """
-        Q, k, nprobe, batch_size = self._check_search(Q, k, nprobe, batch_size)
-        lists = self.lists
-        offsets, codes, ids = lists.offsets, lists.codes, lists.ids
-        out = [np.empty((Q.shape[0], k), np.float32), np.empty((Q.shape[0], k), np.int64),
-               np.empty(Q.shape[0], np.int64)]
-        for s in range(0, Q.shape[0], batch_size):
-            dqc, Qp = self._query_terms(Q[s:s + batch_size])
-            res = ivfadc_search(dqc, Qp, self._codebooks_t, nprobe, k, self._P, offsets, codes, ids)
-            for o, r in zip(out, res):
-                o[s:s + batch_size] = r
-        return tuple(out) if return_scanned else (out[0], out[1])
+    def _scan(self, dqc, Qp, k, nprobe, offsets, codes, ids):
+        return ivfadc_search(dqc, Qp, self._codebooks_t, nprobe, k, self._P, offsets, codes, ids)

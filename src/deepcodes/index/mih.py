@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import persist
 from ..errors import InputError
-from ..validation import check_codes, check_int
+from ..validation import check_int
 from ..knn.hamming import to_words
 from .hamming import HammingIndex
 from .mih_kernels import mih_knn, substring_values
@@ -65,20 +65,22 @@ def _layout(n_bits: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 class MultiIndexHashing(HammingIndex):
     """Exact Hamming k-NN by multi-index hashing, with the results of :class:`HammingIndex`.
 
-    Results are sorted by (Hamming distance, database id), ties going to the lower id, and equal
-    ``HammingIndex.search_codes`` element for element. The search is fast when the k-th neighbour
-    is close compared with the code length; for far neighbours (e.g. random codes) it probes many
-    buckets and can be slower than a linear scan.
+    Results are sorted by (Hamming distance, id), ties going to the lower id, and equal
+    :class:`HammingIndex`'s element for element (the contract is
+    :class:`~deepcodes.index.base.CodeIndex`'s). Search parameter: ``batch_size``. The search is
+    fast when the k-th neighbour is close compared with the code length; for far neighbours (e.g.
+    random codes) it probes many buckets and can be slower than a linear scan.
 
     Parameters
     ----------
     n_bits : code length, a multiple of 8 (taken from ``coder`` when one is given).
     n_substrings : m, the number of substrings (tables), each at most 24 bits long. None picks
         :func:`default_n_substrings` from the code length and the database size at the first search.
-    coder : optional fitted BinaryCoder; then ``add``/``search`` take vectors and encode them.
+    coder : optional BinaryCoder (fitted, or fitted by ``train``); then ``add``/``search`` take vectors.
+    d, spec : as for :class:`HammingIndex`.
 
-    The tables are built at the first search after codes were added (and after loading a saved
-    index: the file holds the codes only). A query whose search would touch more than
+    The tables are built at the first search after codes were added or removed (and after loading
+    a saved index: the file holds the codes only). A query whose search would touch more than
     ``SCAN_BUDGET`` (15%) of the database in buckets and codes is answered by HammingIndex's linear
     scan instead, which bounds the cost of far neighbours.
 
@@ -88,8 +90,9 @@ class MultiIndexHashing(HammingIndex):
         or -1 where the linear scan answered.
     """
 
-    def __init__(self, n_bits: int | None = None, n_substrings: int | None = None, coder=None):
-        super().__init__(n_bits=n_bits, coder=coder)
+    def __init__(self, n_bits: int | None = None, n_substrings: int | None = None, coder=None, *,
+                 d: int | None = None, spec: str | None = None):
+        super().__init__(n_bits=n_bits, coder=coder, d=d, spec=spec)
         if n_substrings is not None:
             n_substrings = check_int(n_substrings, "n_substrings", low=1, high=self.n_bits)
             if -(-self.n_bits // n_substrings) > MAX_SUBSTRING_BITS:
@@ -97,7 +100,7 @@ class MultiIndexHashing(HammingIndex):
                                  f"bits; at most {MAX_SUBSTRING_BITS} are allowed, so use at least "
                                  f"{-(-self.n_bits // MAX_SUBSTRING_BITS)} substrings")
         self.n_substrings = n_substrings
-        self._tables = None
+        self._tables = (-1, None)
 
     @property
     def m_(self) -> int:
@@ -112,12 +115,12 @@ class MultiIndexHashing(HammingIndex):
             raise InputError(f"MultiIndexHashing holds fewer than 2^31 codes; adding {codes.shape[0]} to "
                              f"{self.ntotal} would exceed that")
 
-    def _on_add(self, codes) -> None:
-        super()._on_add(codes)
-        self._tables = None
-
-    def _build_tables(self):
-        words = to_words(self.codes)
+    def _current_tables(self):
+        """The hash tables of the stored codes, rebuilt after any addition or removal."""
+        version, tables = self._tables
+        if version == self._store.version:
+            return tables
+        words = to_words(self._store.codes)
         n = words.shape[0]
         m = self.m_
         sub_word, sub_off, sub_width = _layout(self.n_bits, m)
@@ -133,15 +136,13 @@ class MultiIndexHashing(HammingIndex):
             offsets[j, 0] = 0
             np.cumsum(np.bincount(values[j], minlength=n_buckets), out=offsets[j, 1:])
         log.debug("MultiIndexHashing: %d tables of %s-bit substrings over %d codes", m, sub_width.tolist(), n)
-        self._tables = (tables, offsets, sub_word, sub_off, sub_width)
-        return self._tables
+        tables = (tables, offsets, sub_word, sub_off, sub_width)
+        self._tables = (self._store.version, tables)
+        return tables
 
-    def search_codes(self, query_codes, k: int, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest codes of packed query codes (nq, n_bits/8) uint8:
-        ``(distances (nq, k) int32, ids (nq, k) int64)``."""
-        k = self._check_search(k, batch_size)
-        query_codes = check_codes(query_codes, "query codes", code_size=self.code_size)
-        tables = self._tables if self._tables is not None else self._build_tables()
+    def _search(self, query_codes: np.ndarray, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        tables = self._current_tables()
         out_d = np.empty((query_codes.shape[0], k), dtype=np.int32)
         out_i = np.empty((query_codes.shape[0], k), dtype=np.int64)
         budget = int(SCAN_BUDGET * self.ntotal)
@@ -153,15 +154,18 @@ class MultiIndexHashing(HammingIndex):
                 qw = to_words(query_codes[s:s + batch_size])
                 out_d[s:s + batch_size], out_i[s:s + batch_size], work[s:s + batch_size] = mih_knn(qw, *tables, k, budget)
         far = np.flatnonzero(work < 0)
+        near = work >= 0
+        out_i[near] = self._store.ids[out_i[near]]
         if far.size:
-            out_d[far], out_i[far] = super().search_codes(query_codes[far], k, batch_size)
+            out_d[far], out_i[far] = super()._search(query_codes[far], k, batch_size)
             log.debug("MultiIndexHashing: %d of %d queries went to the linear scan", far.size, work.size)
         self.last_work_ = work
         return out_d, out_i
 
     def _params(self) -> dict:
-        return {"n_bits": self.n_bits, "n_substrings": self.n_substrings}
+        return {**super()._params(), "n_substrings": self.n_substrings}
 
     @classmethod
     def _build(cls, params, coder):
-        return cls(n_bits=params["n_bits"], n_substrings=params.get("n_substrings"), coder=coder)
+        return cls(n_bits=params["n_bits"], n_substrings=params.get("n_substrings"), coder=coder,
+                   d=params.get("d"), spec=params.get("spec"))

@@ -45,8 +45,9 @@ def _binomial(n, r):
 
 
 def _make_mih_knn(W):
-    # W (64-bit words per code) is a compile-time constant, so the word loops unroll.
-    @nb.njit(parallel=True)
+    # W (64-bit words per code) is a compile-time constant, so the word loops unroll. numba keys its
+    # disk cache of a closure on the closure's values too: one cached kernel per W.
+    @nb.njit(parallel=True, cache=True)
     def mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, k, budget):
         """Exact Hamming k-NN by multi-index hashing (Norouzi, Punjani & Fleet, 2012).
 

@@ -6,7 +6,7 @@ import numpy as np
 from .. import persist
 from ..coders.kmeans import kmeans
 from ..errors import FormatError, InputError
-from ..validation import as_format_errors, check_finite_float32, check_int, check_matrix
+from ..validation import as_format_errors, check_finite_float32, check_int
 from .invlists import ResidualIVF
 from .ivf_kernels import segment_residuals, vlq_assign, vlq_search, vlq_segments
 
@@ -59,19 +59,29 @@ class VLQIndex(ResidualIVF):
     n_iter : k-means iterations (first level, lambda codebook and PQ).
     max_train : train on at most this many vectors (a seeded sample); None uses them all.
     random_state : seed or numpy Generator.
+    front : optional front (fitted, or fitted by ``train``): the lists live in its output space.
+    spec : the factory string the index was built from.
+
+    Search parameters: ``nprobe`` (default 8), ``w`` (segments scanned, default
+    ``nprobe * n_neighbors // 4``), ``batch_size`` and ``return_scanned`` (also return the number
+    of codes scanned per query). Results are in (distance, id) order; slots beyond the vectors
+    scanned hold (inf, -1). The contract is :class:`~deepcodes.index.base.CodeIndex`'s.
 
     Attributes
     ----------
-    centroids_ : (n_centroids, d) float32.
+    centroids_ : (n_centroids, list_dim) float32.
     neighbors_ : (n_centroids, n_neighbors) int64, each row ascending by distance.
     lambda_codebook_ : (256,) float32, ascending.
-    codebooks_ : (M, 2**n_bits_per_code, ceil(d / M)) float32, the residual PQ.
+    codebooks_ : (M, 2**n_bits_per_code, ceil(list_dim / M)) float32, the residual PQ.
     """
 
     _extra_arrays = ("neighbors", "lambda_codebook")
 
+    search_params = {**ResidualIVF.search_params, "w": None}
+
     def __init__(self, d: int, n_centroids: int, n_neighbors: int = 64, M: int = 8, n_bits_per_code: int = 8,
-                 n_iter: int = 20, max_train: int | None = None, random_state=None):
+                 n_iter: int = 20, max_train: int | None = None, random_state=None, *, front=None,
+                 spec: str | None = None):
         self.n_neighbors = check_int(n_neighbors, "n_neighbors", low=1)
         n_centroids = check_int(n_centroids, "n_centroids", low=2)
         if self.n_neighbors >= n_centroids:
@@ -79,7 +89,7 @@ class VLQIndex(ResidualIVF):
         self.neighbors_: np.ndarray | None = None
         self.lambda_codebook_: np.ndarray | None = None
         super().__init__(d, n_centroids, M=M, n_bits_per_code=n_bits_per_code, n_iter=n_iter,
-                         max_train=max_train, random_state=random_state)
+                         max_train=max_train, random_state=random_state, front=front, spec=spec)
 
     def _nlist(self) -> int:
         return self.n_centroids * self.n_neighbors
@@ -167,44 +177,25 @@ class VLQIndex(ResidualIVF):
 
     # -- search ----------------------------------------------------------------------------------
 
-    def _check_w(self, w, nprobe: int) -> int:
+    def _check_scan_params(self, nprobe: int, w=None) -> dict:
         n_seg = nprobe * self.n_neighbors
         w = check_int(max(1, n_seg // 4) if w is None else w, "w", low=1)
         if w > n_seg:
             raise InputError(f"w={w} is larger than the {n_seg} segments probed "
                              f"(nprobe={nprobe} x n_neighbors={self.n_neighbors})")
-        return w
+        return {"w": w}
 
     def segments(self, Q, nprobe: int = 8, w: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Search steps 1-2 alone: the ``w`` segments nearest to each query (nq, d) among those of its
         ``nprobe`` nearest centroids, by the closed-form distance. Returns ``(squared distances
         (nq, w) float32, list ids (nq, w) int64)`` in (distance, list id) order."""
         self._require_trained("segments")
-        Q = check_matrix(Q, "queries", dim=self.d)
+        Z = self._queries(Q)
         nprobe = check_int(nprobe, "nprobe", low=1, high=self.n_centroids)
-        w = self._check_w(w, nprobe)
-        dqc, _ = self._query_terms(Q)
+        w = self._check_scan_params(nprobe, w)["w"]
+        dqc, _ = self._query_terms(Z)
         return vlq_segments(dqc, nprobe, w, self.neighbors_, self._edge_sq)
 
-    def search(self, Q, k: int, nprobe: int = 8, w: int | None = None, batch_size: int = 1024,
-               return_scanned: bool = False):
-        """k nearest stored vectors of each query (nq, d).
-
-        ``nprobe`` nearest centroids give ``nprobe * n_neighbors`` segments, of which the ``w``
-        nearest (default: ``nprobe * n_neighbors // 4``) are scanned. Returns ``(squared distances
-        (nq, k) float32, ids (nq, k) int64)`` in (distance, id) order; slots beyond the vectors
-        scanned hold (inf, -1). With ``return_scanned`` also the number of codes scanned per query.
-        """
-        Q, k, nprobe, batch_size = self._check_search(Q, k, nprobe, batch_size)
-        w = self._check_w(w, nprobe)
-        lists = self.lists
-        offsets, codes, ids = lists.offsets, lists.codes, lists.ids
-        out = [np.empty((Q.shape[0], k), np.float32), np.empty((Q.shape[0], k), np.int64),
-               np.empty(Q.shape[0], np.int64)]
-        for s in range(0, Q.shape[0], batch_size):
-            dqc, Qp = self._query_terms(Q[s:s + batch_size])
-            res = vlq_search(dqc, Qp, self._codebooks_t, nprobe, w, k, self.neighbors_, self._edge_sq, self._P,
-                             self.lambda_codebook_, offsets, codes, ids)
-            for o, r in zip(out, res):
-                o[s:s + batch_size] = r
-        return tuple(out) if return_scanned else (out[0], out[1])
+    def _scan(self, dqc, Qp, k, nprobe, offsets, codes, ids, w):
+        return vlq_search(dqc, Qp, self._codebooks_t, nprobe, w, k, self.neighbors_, self._edge_sq, self._P,
+                          self.lambda_codebook_, offsets, codes, ids)

@@ -50,8 +50,10 @@ def _compact(cand_d, cand_i, count, k, n_bits):
 
 
 def _make_hamming_knn(W):
-    # W (64-bit words per code) is a compile-time constant, so the word loop unrolls.
-    @nb.njit(parallel=True)
+    # W (64-bit words per code) is a compile-time constant, so the word loop unrolls. Cached: numba
+    # keys the cache on the closure's W, and a fresh process (a server, a shard actor) then loads
+    # the kernel instead of spending ~15 s compiling it.
+    @nb.njit(parallel=True, cache=True)
     def hamming_knn(queries, database, k, n_bits, block, capacity):
         """Exact Hamming k-NN. ``queries`` (nq, W) and ``database`` (n, W) are uint64 words.
 
