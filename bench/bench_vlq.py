@@ -21,6 +21,12 @@ Timings are the best of ``--repeats`` runs of all queries at once, on the cores 
 """
 from __future__ import annotations
 
+import os
+
+# One OpenMP wait policy for both sides (numba's threading layer and faiss share GNU OpenMP,
+# which reads it once at start-up): PASSIVE unless the caller chose; printed with the results.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import logging
@@ -378,7 +384,8 @@ def run_curves(args):
              f"Residual PQ and the VLQ lambda codebook: {args.n_iter} k-means iterations on the same sample. "
              f"VLQ: n_neighbors={args.n_neighbors}. k={args.k}; {len(Q)} queries searched in one batch; "
              f"timings best of {args.repeats}; faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads, "
-             f"numba with the same cores.")
+             f"numba with the same cores; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} for both; "
+             f"load average {os.getloadavg()[0]:.1f}.")
     print(setup, flush=True)
     builds, results = [], {}
     wanted = [c for c in CONFIGS if c[0] in args.methods] if args.methods else CONFIGS

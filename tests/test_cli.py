@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -109,6 +110,73 @@ def test_demo_writes_results_table_and_plot(tmp_path):
         assert rows[("itq", protocol)] > rows[("lsh", protocol)]
     assert (out / "map_vs_bits.png").stat().st_size > 1000
     assert "| itq |" in (out / "results.md").read_text()
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_verify_reports_an_intact_file_and_refuses_a_corrupt_one(tmp_path):
+    model = tmp_path / "m.dcx"
+    assert run("fit", "lsh", "--bits", 16, "--protocol", "digits-sup", "-o", model).exit_code == 0
+    result = run("verify", model)
+    assert result.exit_code == 0 and "ok (LSH, format version 2" in result.output
+    report = json.loads(run("verify", model, "--json").output)
+    assert report["verified"] is True and report["class"] == "LSH"
+    raw = bytearray(model.read_bytes())
+    raw[-3] ^= 0x40
+    model.write_bytes(bytes(raw))
+    _one_line_error(run("verify", model), "does not match its checksum")
+    _one_line_error(run("evaluate", model, "--protocol", "digits-sup"), "checksum")
+    _one_line_error(run("verify", tmp_path), "is a folder")
+
+
+def test_output_targets_that_are_not_regular_files_fail_before_fitting(tmp_path, monkeypatch):
+    import deepcodes.pipeline
+
+    monkeypatch.setattr(deepcodes.pipeline, "fit_method", lambda *a, **k: pytest.fail("fitted before checking -o"))
+    real = tmp_path / "real"
+    real.write_bytes(b"keep")
+    (tmp_path / "link").symlink_to(real)
+    os.mkfifo(tmp_path / "fifo")
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "link", "symbolic link"),
+                            (tmp_path / "fifo", "not a regular file"), ("/dev/full", "not a regular file"),
+                            (real / "below-a-file", "not a folder")):
+        _one_line_error(run("fit", "lsh", "--bits", 16, "--protocol", "digits-sup", "-o", target), message)
+    assert real.read_bytes() == b"keep"
+
+
+def test_demo_refuses_code_lengths_that_are_not_integers(tmp_path):
+    _one_line_error(run("demo", "--out", tmp_path / "d", "--bits", "16,x"), "comma-separated integers")
+
+
+def test_os_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    from deepcodes import persist
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(persist, "verify", denied)
+    _one_line_error(run("verify", tmp_path / "x"), "Permission denied", str(tmp_path / "x"))
+
+    def bug(path):
+        raise TypeError("a genuine bug")
+
+    monkeypatch.setattr(persist, "verify", bug)
+    result = run("verify", tmp_path / "x")
+    assert result.exit_code == 1 and isinstance(result.exception, TypeError)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_model_file(tmp_path):
+    model = tmp_path / "m"
+    assert run("fit", "lsh", "--bits", 16, "--protocol", "digits-sup", "-o", model).exit_code == 0
+    os.chmod(model, 0)
+    _one_line_error(run("evaluate", model, "--protocol", "digits-sup"), "permission denied")
 
 
 # ------------------------------------------------------------------------------------ mends

@@ -165,5 +165,20 @@ def test_changes_and_a_killed_actor(ray_session, sharded, indexes):
     assert info["pid"] != pid and any("replayed" in n for n in info["notes"])
 
     ray_session.kill(shards.actors[0], no_restart=True)   # dead for good: an error, not half an answer
+    wait_until_dead(ray_session, shards.actors[0])       # ray.kill only asks: a call may still be served
     with pytest.raises(UnavailableError, match="shard 0"):
         shards.search(X[:3], 5)
+
+
+def wait_until_dead(ray, actor, timeout: float = 60.0) -> None:
+    """Return once ``actor`` refuses calls (RayActorError); fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.info.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the killed actor still answered after {timeout:.0f} s")

@@ -226,9 +226,10 @@ def test_cached_knn_is_reused_and_written_atomically(tmp_path, monkeypatch):
         return exact_knn(*args)
 
     monkeypatch.setattr(groundtruth, "exact_knn", counting)
+    folder = tmp_path / "cache" / "groundtruth"
     dist, ids = cached_knn(database, queries, 7, key="toy")
-    files = sorted(os.listdir(tmp_path / "cache" / "groundtruth"))
-    assert len(files) == 2 and all(f.startswith("toy-") and f.endswith(".npy") for f in files)
+    files = sorted(os.listdir(folder))
+    assert len(files) == 1 and files[0].startswith("toy-") and files[0].endswith("-k7.gt.safetensors")
     again = cached_knn(database, queries, 7, key="toy")
     assert len(calls) == 1, "the second call recomputed"
     np.testing.assert_array_equal(again[1], ids)
@@ -236,20 +237,50 @@ def test_cached_knn_is_reused_and_written_atomically(tmp_path, monkeypatch):
 
     cached_knn(database, queries, 8, key="toy")
     changed = database.copy()
-    changed[0] += 1
+    changed[150, 3] += 1e-3          # one value in the middle: the old 257-row sample missed such changes
     cached_knn(changed, queries, 7, key="toy")
-    assert len(calls) == 3, "k and the data are part of the cache key"
+    assert len(calls) == 3, "k and every value of the data are part of the cache key"
 
-    ids_file = next(f for f in files if f.endswith(".ids.npy"))
-    (tmp_path / "cache" / "groundtruth" / ids_file).write_bytes(b"garbage")
+    entry = folder / files[0]
+    entry.write_bytes(b"garbage")
     repaired = cached_knn(database, queries, 7, key="toy")
     assert len(calls) == 4
     np.testing.assert_array_equal(repaired[1], ids)
-    np.testing.assert_array_equal(np.load(tmp_path / "cache" / "groundtruth" / ids_file), ids)
-    assert not [f for f in os.listdir(tmp_path / "cache" / "groundtruth") if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
 
     with pytest.raises(InputError, match="cache key"):
         cached_knn(database, queries, 7, key="../escape")
+
+
+def test_cached_knn_detects_wrong_content_of_the_right_shape(tmp_path, monkeypatch):
+    from deepcodes import persist
+
+    rng = np.random.default_rng(7)
+    database, queries = rng.normal(size=(400, 6)), rng.normal(size=(30, 6))
+    dist, ids = cached_knn(database, queries, 5, key="toy")
+    (entry,) = (tmp_path / "cache" / "groundtruth").iterdir()
+    arrays, document = persist.read_arrays(entry)
+    fresh = {name: np.array(a) for name, a in arrays.items()}
+
+    # (1) rows rolled by one in the file's bytes: the checksum no longer matches
+    raw = bytearray(entry.read_bytes())
+    block = ids.tobytes()
+    at = bytes(raw).index(block)
+    raw[at:at + len(block)] = np.roll(ids, 1, axis=0).tobytes()
+    entry.write_bytes(bytes(raw))
+    # (2) rolled rows written with valid checksums: the spot check recomputes four queries
+    # (3) another data set's result under this name: the recorded data hash differs
+    rolled = {"distances": np.roll(fresh["distances"], 1, axis=0), "ids": np.roll(fresh["ids"], 1, axis=0)}
+    cases = [None, (rolled, document), (fresh, dict(document, data_sha256="0" * 64))]
+    for case in cases:
+        if case is not None:
+            persist.write_arrays(entry, *case)
+        calls = []
+        monkeypatch.setattr(groundtruth, "exact_knn", lambda *a: calls.append(1) or exact_knn(*a))
+        got = cached_knn(database, queries, 5, key="toy")
+        assert calls == [1], "a wrong cache entry was served"
+        np.testing.assert_array_equal(got[1], ids)
+        np.testing.assert_array_equal(got[0], dist)
 
 
 def test_cached_knn_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):

@@ -1,5 +1,11 @@
-"""The ``deepcodes`` command line: datasets, fit, evaluate, demo, reproduce, data, and the index files:
-build, add, remove, search, info, bench, export."""
+"""The ``deepcodes`` command line: datasets, fit, evaluate, verify, demo, reproduce, data, and the index
+files: build, add, remove, search, info, bench, export.
+
+Error policy (one place, :class:`UserErrorsExit2`): any :class:`~deepcodes.errors.DeepcodesError`
+a command raises, and any OS error about a path (missing, unreadable, not writable, disk full),
+becomes one line on stderr and exit status 2. Commands just raise; they never catch broad
+exception types, so a genuine bug still shows its traceback (exit status 1).
+"""
 from __future__ import annotations
 
 import importlib
@@ -13,16 +19,36 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from .errors import DeepcodesError, InputError
 from .indexing import DEFAULT_MAX_TRAIN
 from .methods import SET_BY_COMMAND
 from .threads import set_num_threads
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class UserErrorsExit2(TyperGroup):
+    """Runs a command; a DeepcodesError or an OS error (about a file the user named, or the disk)
+    becomes one line on stderr and exit status 2. Anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DeepcodesError as exc:
+            _fail(exc)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename is not None else ""
+            where += f" -> {exc.filename2}" if exc.filename2 is not None else ""
+            _fail(f"{exc.strerror or exc}{where}")
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=UserErrorsExit2,
                   help="Learn compact codes (binary hashing, vector quantization) and search them.")
 console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 # Reproductions and dataset builders live in their own modules, each exposing
 # ``run(out_dir: Path, options: ReproduceOptions) -> dict`` (reproductions) or
@@ -42,8 +68,10 @@ def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
 
 
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+def _fail(exc: Exception | str) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with status 2."""
+    message = " ".join(str(exc).split())
+    err_console.print(Text.assemble(("error: ", "bold red"), message))
     raise typer.Exit(code=2)
 
 
@@ -117,8 +145,10 @@ def fit(method: str = typer.Argument(..., help="Method name (see `deepcodes meth
         option: list[str] = typer.Option([], "--option", help="Extra coder parameter key=value (repeatable)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Fit METHOD at --bits on the training set of --protocol (or on --data) and save it to --output."""
+    from .persist import check_save_target
     from .pipeline import fit_coder, fit_method
 
+    check_save_target(output)       # before minutes of training, not after
     try:
         options = _parse_options(option)
         if quantizer is not None:
@@ -231,6 +261,28 @@ def evaluate(model: Path = typer.Argument(..., help="Model file written by `deep
 
 
 @app.command()
+def verify(path: Path = typer.Argument(..., help="A model or index file written by deepcodes."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Check FILE completely: the metadata checksum, every array's SHA-256 and the saved state, as a
+    load does. Exit status 0 when intact, 2 (with the defect on stderr) otherwise."""
+    from . import persist
+
+    report = persist.verify(path)
+    if as_json:
+        _emit_json(report)
+    else:
+        typer.echo(f"{path}: ok ({report['class']}, format version {report['format_version']}, "
+                   f"{report['arrays']} arrays, {report['bytes']} bytes; checksums and state verified)")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("demo-results"), "--out", help="Folder for results.json, table and plot."),
          bits: str = typer.Option("16,32,64", help="Comma-separated code lengths."),
          methods_: str = typer.Option("lsh,itq,pq,opq,rq", "--methods", help="Comma-separated methods."),
@@ -238,13 +290,10 @@ def demo(out: Path = typer.Option(Path("demo-results"), "--out", help="Folder fo
     """Fit every shallow coder at 16/32/64 bits on MNIST and evaluate on mnist-unsup and mnist-sup."""
     from .demo import run_demo
 
-    try:
-        bit_list = [int(b) for b in bits.split(",") if b]
-        method_list = [m for m in methods_.split(",") if m]
-        started = time.perf_counter()
-        summary = run_demo(out, method_list, bit_list, seed=seed, console=console)
-    except (DeepcodesError, ValueError) as exc:
-        _fail(exc)
+    bit_list = _int_list(bits, "--bits")
+    method_list = [m for m in methods_.split(",") if m]
+    started = time.perf_counter()
+    summary = run_demo(out, method_list, bit_list, seed=seed, console=console)
     typer.echo(summary["table"])
     console.print(f"wrote {out}/results.json, {out}/results.md and {out}/map_vs_bits.png "
                   f"in {time.perf_counter() - started:.0f}s")
@@ -264,21 +313,18 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
     from .reproduce import SCHEDULES, ReproduceOptions
 
     if name not in REPRODUCTIONS:
-        _fail(InputError(f"unknown reproduction {name!r}; choose one of: {', '.join(REPRODUCTIONS)}"))
+        raise InputError(f"unknown reproduction {name!r}; choose one of: {', '.join(REPRODUCTIONS)}")
     if schedule not in SCHEDULES:
-        _fail(InputError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}"))
+        raise InputError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     if seeds < 1:
-        _fail(InputError(f"--seeds must be >= 1, got {seeds}"))
+        raise InputError(f"--seeds must be >= 1, got {seeds}")
     try:
         module = importlib.import_module(REPRODUCTIONS[name])
     except ModuleNotFoundError:
-        _fail(InputError(f"reproduction {name!r} is not available in this version"))
+        raise InputError(f"reproduction {name!r} is not available in this version") from None
     options = ReproduceOptions(quick=quick, seeds=seeds, progress=progress, device=device, schedule=schedule,
                                protocols=tuple(protocol or ()), bits=tuple(bits or ()))
-    try:
-        summary = module.run(out or Path(f"reproduce-{name}"), options)
-    except DeepcodesError as exc:
-        _fail(exc)
+    summary = module.run(out or Path(f"reproduce-{name}"), options)
     if summary.get("table"):
         typer.echo(summary["table"])
 
@@ -289,15 +335,8 @@ def data(name: str = typer.Argument(..., help=f"Dataset to build: {', '.join(DAT
          progress: bool = typer.Option(True, help="Show progress.")):
     """Build (and cache) a derived dataset from the bundled data."""
     if name not in DATA_BUILDERS:
-        _fail(InputError(f"unknown dataset {name!r}; choose one of: {', '.join(DATA_BUILDERS)}"))
-    try:
-        module = importlib.import_module(DATA_BUILDERS[name])
-    except ModuleNotFoundError:
-        _fail(InputError(f"dataset builder {name!r} is not available in this version"))
-    try:
-        info = module.build(out, progress=progress)
-    except DeepcodesError as exc:
-        _fail(exc)
+        raise InputError(f"unknown dataset {name!r}; choose one of: {', '.join(DATA_BUILDERS)}")
+    info = importlib.import_module(DATA_BUILDERS[name]).build(out, progress=progress)
     _emit_json(info)
 
 

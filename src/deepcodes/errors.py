@@ -21,5 +21,9 @@ class DatasetError(DeepcodesError, FileNotFoundError):
     """A bundled dataset file is missing or does not match its recorded checksum."""
 
 
+class FormatWarning(UserWarning):
+    """A file loads but cannot be fully checked (format version 1: no checksums)."""
+
+
 class UnavailableError(DeepcodesError, RuntimeError):
     """A part of a service (a shard on a Ray actor) cannot answer now; the request may be retried."""

@@ -26,16 +26,28 @@ class Method:
     supervised: bool = False
 
 
+def construct(cls, fixed: dict, options: dict):
+    """``cls(**fixed, **options)``, with an option the class does not take, or one the command sets
+    itself (``fixed``), refused by name (InputError) rather than surfacing as a TypeError."""
+    valid = [p for p in cls._get_param_names() if p not in fixed]
+    for name in options:
+        if name in fixed:
+            raise InputError(f"option {name!r} of {cls.__name__} is set by the command itself (e.g. --bits, --seed)")
+        if name not in valid:
+            raise InputError(f"{cls.__name__} has no option {name!r}; its options are: {', '.join(valid)}")
+    return cls(**fixed, **options)
+
+
 def _lsh(bits, random_state, **options):
     from .coders import LSH
 
-    return LSH(n_bits=bits, random_state=random_state, **options)
+    return construct(LSH, {"n_bits": bits, "random_state": random_state}, options)
 
 
 def _itq(bits, random_state, **options):
     from .coders import ITQ
 
-    return ITQ(n_bits=bits, random_state=random_state, **options)
+    return construct(ITQ, {"n_bits": bits, "random_state": random_state}, options)
 
 
 def _quantizer(cls_name):
@@ -43,7 +55,8 @@ def _quantizer(cls_name):
         from . import coders
 
         options.setdefault("max_train", QUANTIZER_MAX_TRAIN)
-        return getattr(coders, cls_name)(M=bits // 8, n_bits_per_code=8, random_state=random_state, **options)
+        fixed = {"M": bits // 8, "n_bits_per_code": 8, "random_state": random_state}
+        return construct(getattr(coders, cls_name), fixed, options)
 
     return build
 
@@ -63,7 +76,7 @@ def _deep(module: str, cls_name: str, **fixed):
         import importlib
 
         cls = getattr(importlib.import_module(f"deepcodes.coders.{module}"), cls_name)
-        return cls(n_bits=bits, random_state=random_state, **fixed, **options)
+        return construct(cls, {"n_bits": bits, "random_state": random_state, **fixed}, options)
 
     return build
 

@@ -130,7 +130,8 @@ class UHBDNN(_BDNN):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_params(self):
+    def _check_params(self) -> None:
+        super()._check_params()
         check_int(self.n_sweeps, "n_sweeps", low=1)
         check_int(self.itq_iter, "itq_iter", low=0)
 
@@ -138,6 +139,10 @@ class UHBDNN(_BDNN):
         if self.n_bits > X.shape[1]:
             raise InputError(f"UHBDNN cannot make {self.n_bits} bits from {X.shape[1]}-dimensional data: its "
                              "codes start from PCA-ITQ, which gives at most one bit per input dimension")
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d = self.n_features_in_
+        return {**super()._state_shapes(), "W4_": ((d, self.n_bits), np.float32), "c4_": ((d,), np.float32)}
 
     def _start(self, H, state):
         X = state.X.cpu().numpy()

@@ -258,22 +258,18 @@ class DeepBinaryCoder(BinaryCoder):
     def fit(self, X, y=None, progress: bool = False):
         """Train on ``X`` (n, d) (and labels ``y`` (n,) for supervised coders); ``progress`` shows a
         bar over the outer iterations. Returns self."""
+        self._check_params()
         self.n_bits = check_n_bits(self.n_bits)
         X = check_matrix(X)
+        self._check_fit_data(X)
         if self.supervised:
             if y is None:
                 raise InputError(f"{type(self).__name__} is supervised: fit(X, y) needs the class labels y")
             y = check_labels(y, X.shape[0], min_classes=2)
-        for name, value in self.get_params().items():
-            if name.startswith(("lambda", "alpha")) and not (isinstance(value, (int, float)) and not isinstance(
-                    value, bool) and math.isfinite(value) and value >= 0):
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         schedule = self._schedule()
         n_outer = schedule.n_outer
         hidden = self._hidden()
         device = self._device()
-        self._check_params()
-        self._check_fit_data(X)
         rng = rng_from(self.random_state)
 
         lo, hi = float(X.min()), float(X.max())
@@ -355,6 +351,25 @@ class DeepBinaryCoder(BinaryCoder):
         record.update(evaluations=n_eval, seconds=time.perf_counter() - started)
         return record
 
+    def _check_params(self) -> None:
+        check_n_bits(self.n_bits)
+        for name, value in self.get_params().items():
+            if name.startswith(("lambda", "alpha")) and not (isinstance(value, (int, float)) and not isinstance(
+                    value, bool) and math.isfinite(value) and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
+        self._schedule()
+        self._hidden()
+        if not isinstance(self.device, (str, torch.device)):
+            raise InputError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d, L, n_outer = self.n_features_in_, self.n_bits, self._schedule().n_outer
+        n1, n2 = self._hidden()
+        f32 = np.float32
+        return {"W1_": ((d, n1), f32), "c1_": ((n1,), f32), "W2_": ((n1, n2), f32), "c2_": ((n2,), f32),
+                "W3_": ((n2, L), f32), "c3_": ((L,), f32), "offset_": ((1,), f32), "scale_": ((1,), f32),
+                "objective_": ((n_outer,), np.float64, False), "validation_map_": ((n_outer,), np.float64, False)}
+
     def _network_loss(self, state: TrainingState) -> torch.Tensor:
         # The data terms are summed in float64: SH-BDNN's similarity term is a difference of numbers of
         # order m², which float32 would round away, and the line search compares such values.
@@ -390,9 +405,6 @@ class DeepBinaryCoder(BinaryCoder):
         return count
 
     # ---- hooks with defaults -------------------------------------------------------------------
-    def _check_params(self) -> None:
-        """Check the coder's own parameters before any work."""
-
     def _check_fit_data(self, X: np.ndarray) -> None:
         """Refuse training data the method cannot learn from (X is already checked)."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .. import persist
+from ..errors import InputError
 from ..validation import check_int
 from .deep import DeepBinaryCoder, TrainingState, frobenius_sq, sign
 from .itq import itq_rotation
@@ -92,7 +93,10 @@ class DeepHash(DeepBinaryCoder):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _check_params(self):
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not isinstance(self.supervised, bool):
+            raise InputError(f"supervised must be True or False, got {self.supervised!r}")
         check_int(self.itq_iter, "itq_iter", low=0)
 
     def _start(self, H, state: TrainingState) -> None:

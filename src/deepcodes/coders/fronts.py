@@ -57,6 +57,14 @@ class PCA(TransformerMixin, Coder):
         """p, for d-dimensional inputs."""
         return _check_fits(self.n_components, d, "n_components")
 
+    def _check_params(self) -> None:
+        check_int(self.n_components, "n_components", low=1)
+        check_int(self.max_train, "max_train", low=2, allow_none=True)
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d = self.n_features_in_
+        return {"mean_": ((d,), np.float32), "components_": ((d, self.output_dim(d)), np.float32)}
+
     def fit(self, X, y=None, *, progress: bool = False) -> "PCA":
         """Learn the mean and principal directions of ``X`` (n, d), n >= 2. Returns self."""
         X = check_matrix(X)
@@ -107,6 +115,13 @@ class OPQRotation(TransformerMixin, Coder):
         M = _check_fits(self.M, d, "M (number of sub-quantizers)")
         return -(-int(d) // M) * M
 
+    def _check_params(self) -> None:
+        OPQ(**self.get_params())._check_params()
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d_pad = self.output_dim(self.n_features_in_)
+        return {"rotation_": ((d_pad, d_pad), np.float32)}
+
     def fit(self, X, y=None, *, progress: bool = False) -> "OPQRotation":
         """Fit an OPQ on ``X`` (n, d) and keep its rotation. Returns self."""
         opq = OPQ(**self.get_params()).fit(X, progress=progress)
@@ -143,6 +158,7 @@ class _ModelFront(TransformerMixin, BaseEstimator):
         """The model's real-valued output (n, output_dim) float32 for rows ``X`` (n, d)."""
         if not is_fitted(self.model):
             raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() first")
+        X = check_matrix(X, dim=self.model.n_features_in_)
         return np.asarray(getattr(self.model, self._method)(X), dtype=np.float32)
 
     def _get_state(self):

@@ -10,7 +10,7 @@ from sklearn.base import clone
 
 from .. import persist
 from ..errors import FormatError, InputError
-from ..validation import check_fitted, check_int, check_n_bits, seed_from
+from ..validation import as_format_errors, check_fitted, check_int, check_n_bits, seed_from
 from .base import Quantizer
 from .network import NETWORK_DOC, NetworkCoder, check_number
 from .pq import OPQ, PQ
@@ -97,13 +97,13 @@ class GSLQuantizer(NetworkCoder, Quantizer):
         return int(q.n_bits_per_code) if q is not None else 8
 
     # --- fitting ----------------------------------------------------------------------------
-    def _check_params(self) -> None:
+    def _check_params(self, check_device: bool = True) -> None:
         from ..nn import LOSSES
         from ..nn.snapping import check_snap_params
 
         check_n_bits(self.n_bits)
         self._quantizer_template()
-        self._check_network_params()
+        self._check_network_params(check_device)
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.quantization not in QUANTIZATION_MODES:
@@ -251,6 +251,7 @@ class GSLQuantizer(NetworkCoder, Quantizer):
 
     def query_bias(self, Q) -> np.ndarray:
         check_fitted(self, "quantizer_")
+        Q = self._check_input(Q, "Q")
         if type(self.quantizer_).query_bias is Quantizer.query_bias:
             return np.zeros(len(Q), dtype=np.float32)
         return self.quantizer_.query_bias(self.embed(Q))
@@ -275,21 +276,27 @@ class GSLQuantizer(NetworkCoder, Quantizer):
 
     @classmethod
     def _from_state(cls, params, arrays):
+        from ..nn.loading import load_checked_weights
+
         params = dict(params)
-        q_cls = persist.class_named(params.pop("quantizer_class_"))
-        q_params = params.pop("quantizer_params_")
-        if not issubclass(q_cls, (PQ, RQ)):
-            raise FormatError("the inner quantizer of a GSLQuantizer file is not a PQ, OPQ or RQ")
+        q_name = params.pop("quantizer_class_", None)
+        q_params = params.pop("quantizer_params_", None)
+        if q_name not in ("PQ", "OPQ", "RQ") or not isinstance(q_params, dict):
+            raise FormatError(f"the inner quantizer of a GSLQuantizer file must be a PQ, OPQ or RQ, got {q_name!r}")
         obj = super()._from_state(params, arrays)
-        obj.quantizer_ = q_cls._from_state(q_params, {k[len("quantizer."):]: v for k, v in arrays.items()
-                                                      if k.startswith("quantizer.")})
-        obj.loss_ = obj._new_loss(len(obj.classes_))
-        try:
-            obj.loss_.load_state_dict({k[len("loss."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                                       if k.startswith("loss.")})
-        except RuntimeError as exc:
-            raise FormatError(f"the saved loss head does not fit a {obj.loss} loss: {exc}") from None
-        obj.loss_.eval()
+        with as_format_errors("GSLQuantizer parameters"):
+            obj._check_params(check_device=False)
+        if obj.quantizer != q_name.lower():
+            raise FormatError(f"the inner quantizer is a {q_name} but the parameters say {obj.quantizer!r}")
+        q = persist.class_named(q_name)._from_state(q_params, {k[len("quantizer."):]: v for k, v in arrays.items()
+                                                                if k.startswith("quantizer.")})
+        if q.n_features_in_ != obj.dim or q.M * q.n_bits_per_code != obj.n_bits:
+            raise FormatError(f"the inner {q_name} ({q.n_features_in_}-d, {q.M}x{q.n_bits_per_code} bits) does not "
+                              f"fit the representation ({obj.dim}-d, {obj.n_bits} bits)")
+        obj.quantizer_ = q
+        obj.loss_ = load_checked_weights(lambda: obj._new_loss(len(obj.classes_)),
+                                         {k[len("loss."):]: v for k, v in arrays.items() if k.startswith("loss.")},
+                                         "GSLQuantizer loss head")
         return obj
 
 

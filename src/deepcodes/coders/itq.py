@@ -65,6 +65,16 @@ class ITQ(LinearHasher):
         self.n_iter = n_iter
         self.random_state = random_state
 
+    def _check_params(self) -> None:
+        check_n_bits(self.n_bits)
+        check_int(self.n_iter, "n_iter", low=0)
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d, L = self.n_features_in_, self.n_bits
+        if L > d:
+            raise InputError(f"n_bits={L} exceeds the input dimension {d}")
+        return {**super()._state_shapes(), "components_": ((d, L), np.float32), "rotation_": ((L, L), np.float32)}
+
     def fit(self, X, y=None, *, progress: bool = False) -> "ITQ":
         """Learn mean, PCA and rotation from ``X`` (n, d). Returns self; ``progress`` shows a bar
         over the rotation's iterations."""

@@ -28,4 +28,8 @@ def assign(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     dist, labels = index.search(np.ascontiguousarray(X, dtype=np.float32), 1)
+    if labels.size and labels.min() < 0:
+        # faiss labels -1 a row whose every distance overflows float32: never let that be a list id
+        raise InputError(f"{int((labels < 0).sum())} row(s) have no nearest centroid: their distances overflow "
+                         "float32 (rescale the data)")
     return labels[:, 0], dist[:, 0]

@@ -13,6 +13,13 @@ class LinearHasher(BinaryCoder):
 
     _learned = ("mean_", "projection_")
 
+    def _check_params(self) -> None:
+        check_n_bits(self.n_bits)
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d, L = self.n_features_in_, self.n_bits
+        return {"mean_": ((d,), np.float32), "projection_": ((d, L), np.float32)}
+
     def project(self, X) -> np.ndarray:
         """Real-valued projections (n, n_bits) float32."""
         return (np.asarray(X, dtype=np.float32) - self.mean_) @ self.projection_

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, InputError
-from ..validation import check_int, check_labels, check_matrix, rng_from, seed_from
+from ..validation import (as_format_errors, check_int, check_labels, check_matrix, check_state_array, check_state_keys,
+                          rng_from, seed_from)
 from .early_stopping import ValidationSplit
 
 NETWORK_DOC = """
@@ -58,7 +59,8 @@ def torch_device(device) -> torch.device:
         dev = torch.device(device)
         torch.empty(0, device=dev)
     except (RuntimeError, AssertionError, TypeError) as exc:
-        raise InputError(f"device {device!r} is not usable here: {exc}") from None
+        raise InputError(f"device {device!r} is not usable here (set_params(device='cpu') to run on the CPU): "
+                         f"{' '.join(str(exc).split())}") from None
     return dev
 
 
@@ -106,8 +108,9 @@ class NetworkCoder:
                 setattr(self, name, value)
 
     # --- checks ------------------------------------------------------------------------------
-    def _check_network_params(self) -> tuple[int, ...]:
-        """Check the shared parameters; returns the hidden widths."""
+    def _check_network_params(self, check_device: bool = True) -> tuple[int, ...]:
+        """Check the shared parameters (the device too, with ``check_device``: a loaded model
+        trained on a GPU is still checked without one); returns the hidden widths."""
         from ..nn import BACKBONES
         from ..nn.trainer import LR_SCHEDULES
 
@@ -131,7 +134,10 @@ class NetworkCoder:
             raise InputError("augment=True needs images: use backbone='cnn'")
         if self.patience is not None:
             check_int(self.patience, "patience", low=1)
-        torch_device(self.device)
+        if check_device:
+            torch_device(self.device)
+        elif self.device is not None and not isinstance(self.device, (str, torch.device)):
+            raise InputError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
         return hidden
 
     def _check_training_data(self, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,27 +262,32 @@ class NetworkCoder:
     @classmethod
     def _from_state(cls, params, arrays):
         obj = cls._network_from_state(params, arrays)
-        obj.classes_ = arrays["classes_"]
+        obj.classes_ = check_state_array(arrays.get("classes_"), "classes_", (None,), np.int64)
         return obj
 
     @classmethod
     def _network_from_state(cls, params: dict, arrays: dict):
-        """An instance with ``params`` whose ``network_`` holds the saved weights."""
+        """An instance with ``params`` whose ``network_`` holds the saved weights, every parameter
+        and weight checked first (a file may be hostile)."""
+        from ..nn.loading import load_checked_weights
+
         params = dict(params)
-        n_features = int(params.pop("n_features_in_"))
+        n_features = params.pop("n_features_in_", None)
         validation_seed = params.pop("validation_seed_", None)
-        params["hidden"] = tuple(params["hidden"])
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
+        check_state_keys(cls.__name__, params, cls._get_param_names(), "parameters")
+        for name in ("hidden", "image_shape"):
+            if isinstance(params.get(name), list):
+                params[name] = tuple(params[name])
         obj = cls(**params)
-        obj.n_features_in_ = n_features
-        obj.validation_seed_ = validation_seed
-        network = obj._build_network(n_features)
-        weights = {k[len("network."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items()
-                   if k.startswith("network.")}
-        try:
-            network.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise FormatError(f"the network weights do not fit the saved {cls.__name__} network: {exc}") from None
-        obj.network_ = network.eval()
+        with as_format_errors(f"{cls.__name__} parameters"):
+            obj.n_features_in_ = check_int(n_features, "n_features_in_", low=1)
+            obj.validation_seed_ = check_int(validation_seed, "validation_seed_", low=0, allow_none=True)
+            obj._check_network_params(check_device=False)
+
+        def build():
+            with as_format_errors(f"{cls.__name__} parameters"):
+                return obj._build_network(obj.n_features_in_)
+
+        weights = {k[len("network."):]: v for k, v in arrays.items() if k.startswith("network.")}
+        obj.network_ = load_checked_weights(build, weights, cls.__name__)
         return obj

@@ -5,16 +5,9 @@ import numpy as np
 
 from .. import persist
 from ..errors import InputError
-from ..validation import check_codes, check_int, check_matrix, rng_from, seed_from
-from .base import CodebookQuantizer
+from ..validation import check_int, check_matrix, rng_from, seed_from
+from .base import CodebookQuantizer, check_quantizer_shape
 from .kmeans import assign, kmeans
-
-
-def check_quantizer_shape(M, n_bits_per_code) -> tuple[int, int]:
-    """Validate the number of sub-codes and bits per sub-code (1..8, so a sub-code fits a byte)."""
-    M = check_int(M, "M (number of sub-quantizers)", low=1)
-    nbits = check_int(n_bits_per_code, "n_bits_per_code", low=1, high=8)
-    return M, nbits
 
 
 def subsample(X: np.ndarray, max_train: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -85,8 +78,8 @@ class PQ(CodebookQuantizer):
         return np.ascontiguousarray(Y[:, :self.n_features_in_])
 
     def _check_fit_input(self, X):
+        self._check_params()
         self.M, self.n_bits_per_code = check_quantizer_shape(self.M, self.n_bits_per_code)
-        check_int(self.n_iter, "n_iter", low=1)
         X = check_matrix(X)
         if self.M > X.shape[1]:
             raise InputError(f"M={self.M} sub-quantizers exceed the dimension {X.shape[1]}")
@@ -95,6 +88,12 @@ class PQ(CodebookQuantizer):
             raise InputError(f"{type(self).__name__} with {self.n_bits_per_code} bits per sub-code needs "
                              f"at least {K} training points, got {X.shape[0]}")
         return X
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        d, M = self.n_features_in_, self.M
+        if M > d:
+            raise InputError(f"M={M} sub-quantizers exceed the dimension {d}")
+        return {"codebooks_": ((M, 2 ** self.n_bits_per_code, -(-d // M)), np.float32)}
 
     def fit(self, X, y=None) -> "PQ":
         """Learn the sub-codebooks from ``X`` (n, d), n >= 2**n_bits_per_code. Returns self."""
@@ -108,6 +107,7 @@ class PQ(CodebookQuantizer):
     def encode(self, X, batch_size: int = 65536) -> np.ndarray:
         """Codes (n, M) uint8 of ``X`` (n, d): the nearest sub-centroid of every sub-vector."""
         X = self._check_input(X)
+        batch_size = check_int(batch_size, "batch_size", low=1)
         out = np.empty((X.shape[0], self.M), dtype=np.uint8)
         for s in range(0, X.shape[0], batch_size):
             out[s:s + batch_size] = pq_encode(self._prepare(X[s:s + batch_size]), self.codebooks_)
@@ -117,12 +117,6 @@ class PQ(CodebookQuantizer):
         """Reconstructions (n, d) float32 of codes (n, M)."""
         codes = self._check_codes(codes)
         return self._unprepare(_pq_decode(codes, self.codebooks_))
-
-    def _check_codes(self, codes) -> np.ndarray:
-        codes = check_codes(codes, code_size=self.M)
-        if codes.max(initial=0) >= self.codebooks_.shape[1]:
-            raise InputError(f"codes hold values >= K={self.codebooks_.shape[1]}")
-        return codes
 
     def adc_tables(self, Q) -> np.ndarray:
         """Tables (nq, M, K) float32: T[q, m, j] = ||q_m - c_mj||² (q_m: the m-th sub-vector of q)."""
@@ -160,6 +154,16 @@ class OPQ(PQ):
 
     def _prepare(self, X: np.ndarray) -> np.ndarray:
         return self._pad(X) @ self.rotation_
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_int(self.n_outer, "n_outer", low=0)
+        check_int(self.n_iter_inner, "n_iter_inner", low=1)
+
+    def _state_shapes(self) -> dict[str, tuple]:
+        shapes = super()._state_shapes()
+        d_pad = self.M * shapes["codebooks_"][0][2]
+        return {**shapes, "rotation_": ((d_pad, d_pad), np.float32)}
 
     def _unprepare(self, Y: np.ndarray) -> np.ndarray:
         return super()._unprepare(Y @ self.rotation_.T)

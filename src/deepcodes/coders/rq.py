@@ -5,10 +5,10 @@ import numpy as np
 
 from .. import persist
 from ..errors import InputError
-from ..validation import check_codes, check_int, check_matrix, rng_from, seed_from
-from .base import CodebookQuantizer
+from ..validation import check_int, check_matrix, rng_from, seed_from
+from .base import CodebookQuantizer, check_quantizer_shape
 from .kmeans import assign, kmeans
-from .pq import check_quantizer_shape, subsample
+from .pq import subsample
 
 
 @persist.register
@@ -31,8 +31,12 @@ class RQ(CodebookQuantizer):
     codebooks_ : (M, K, d) float32.
     """
 
+    def _state_shapes(self) -> dict[str, tuple]:
+        return {"codebooks_": ((self.M, 2 ** self.n_bits_per_code, self.n_features_in_), np.float32)}
+
     def fit(self, X, y=None) -> "RQ":
         """Learn the M stage codebooks from ``X`` (n, d). Returns self."""
+        self._check_params()
         self.M, self.n_bits_per_code = check_quantizer_shape(self.M, self.n_bits_per_code)
         n_iter = check_int(self.n_iter, "n_iter", low=1)
         X = check_matrix(X)
@@ -54,6 +58,7 @@ class RQ(CodebookQuantizer):
     def encode(self, X, batch_size: int = 65536) -> np.ndarray:
         """Codes (n, M) uint8 of ``X`` (n, d), greedily stage by stage."""
         X = self._check_input(X)
+        batch_size = check_int(batch_size, "batch_size", low=1)
         out = np.empty((X.shape[0], self.M), dtype=np.uint8)
         for s in range(0, X.shape[0], batch_size):
             residual = X[s:s + batch_size].copy()
@@ -64,9 +69,7 @@ class RQ(CodebookQuantizer):
 
     def decode(self, codes) -> np.ndarray:
         """Reconstructions (n, d) float32 of codes (n, M): the sum of the chosen codewords."""
-        codes = check_codes(codes, code_size=self.M)
-        if codes.max(initial=0) >= self.codebooks_.shape[1]:
-            raise InputError(f"codes hold values >= K={self.codebooks_.shape[1]}")
+        codes = self._check_codes(codes)
         out = np.zeros((codes.shape[0], self.n_features_in_), dtype=np.float32)
         for m in range(self.M):
             out += self.codebooks_[m][codes[:, m]]
@@ -79,6 +82,7 @@ class RQ(CodebookQuantizer):
 
     def db_bias(self, codes) -> np.ndarray:
         """||x̂||² (n,) float32 of each code's reconstruction."""
+        codes = self._check_codes(codes)
         out = np.empty(len(codes), dtype=np.float32)
         for s in range(0, len(codes), 65536):
             recon = self.decode(codes[s:s + 65536])
@@ -87,5 +91,5 @@ class RQ(CodebookQuantizer):
 
     def query_bias(self, Q) -> np.ndarray:
         """||q||² (nq,) float32."""
-        Q = np.asarray(Q, dtype=np.float32)
+        Q = self._check_input(Q, "queries")
         return np.einsum("qd,qd->q", Q, Q)

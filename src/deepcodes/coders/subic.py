@@ -148,6 +148,7 @@ class SuBiC(NetworkCoder, Quantizer):
     def encode(self, X, batch_size: int = 65536) -> np.ndarray:
         """Codes (n, M) uint8: the argmax entry of each block (ties to the lower entry)."""
         X = self._check_input(X)
+        batch_size = check_int(batch_size, "batch_size", low=1)
         out = np.empty((X.shape[0], self.M), dtype=np.uint8)
         for start in range(0, X.shape[0], batch_size):
             scores = self._outputs(X[start:start + batch_size]).reshape(-1, self.M, self.block_size)
@@ -156,6 +157,7 @@ class SuBiC(NetworkCoder, Quantizer):
 
     def decode(self, codes) -> np.ndarray:
         """The one-hot blocks (n, M·K) float32 of codes (n, M)."""
+        check_fitted(self, "network_")
         codes = self._check_block_codes(codes)
         out = np.zeros((codes.shape[0], self.M, self.block_size), dtype=np.float32)
         np.put_along_axis(out, codes[..., None].astype(np.int64), 1.0, axis=-1)

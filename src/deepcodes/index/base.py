@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import persist
 from ..errors import FormatError, InputError, NotFittedError
-from ..validation import check_int
+from ..validation import as_array, check_int
 
 # Query rows times k held at once by range_search's growing searches (about 50 MB of results).
 _RANGE_BLOCK = 1 << 22
@@ -199,9 +199,7 @@ class CodeIndex:
 
     def _check_rows(self, X, name: str) -> np.ndarray:
         """``X`` as an (n, d) array without converting it whole (a memory map stays one)."""
-        if isinstance(X, (str, bytes)) or X is None:
-            raise InputError(f"{name} must be a numeric 2-D array, got {type(X).__name__}")
-        X = np.asarray(X)
+        X = as_array(X, name)
         if X.ndim == 1 and self.d is not None and X.shape[0] == self.d:
             X = X[None]
         if X.ndim != 2:

@@ -16,7 +16,8 @@ from .. import nested
 from ..coders.kmeans import assign, kmeans
 from ..coders.pq import pq_encode, pq_train, check_quantizer_shape
 from ..errors import FormatError, InputError
-from ..validation import check_codes, check_int, check_labels, check_matrix, rng_from
+from ..validation import (as_format_errors, check_codes, check_finite_float32, check_int, check_labels, check_matrix,
+                          rng_from)
 from ..coders.base import fit_with_progress, is_fitted
 from .base import CodeIndex, PendingIds, find_sorted
 from .flat import read_only
@@ -431,6 +432,9 @@ class ResidualIVF(CodeIndex):
         # the small trained arrays are copied out of a mapped file, so they match freshly trained ones
         obj.centroids_ = np.array(arrays["centroids"], dtype=np.float32, order="C")
         obj.codebooks_ = np.array(arrays["codebooks"], dtype=np.float32, order="C")
+        with as_format_errors(cls.__name__):     # distances from them must stay finite in float32
+            check_finite_float32(obj.centroids_, "array 'centroids'")
+            check_finite_float32(obj.codebooks_, "array 'codebooks'")
         for name in cls._extra_arrays:
             setattr(obj, name + "_", np.array(arrays[name], order="C"))
         obj._check_extra()

@@ -6,7 +6,7 @@ import numpy as np
 from .. import persist
 from ..coders.kmeans import kmeans
 from ..errors import FormatError, InputError
-from ..validation import check_int
+from ..validation import as_format_errors, check_finite_float32, check_int
 from .invlists import ResidualIVF
 from .ivf_kernels import segment_residuals, vlq_assign, vlq_search, vlq_segments
 
@@ -111,6 +111,8 @@ class VLQIndex(ResidualIVF):
         if nbr.dtype != np.int64 or nbr.min() < 0 or nbr.max() >= self.n_centroids:
             raise FormatError("VLQIndex neighbour table holds ids outside the centroids")
         self.lambda_codebook_ = self.lambda_codebook_.astype(np.float32)
+        with as_format_errors("VLQIndex"):
+            check_finite_float32(self.lambda_codebook_, "array 'lambda_codebook'")
         self._edges()
 
     def _edges(self) -> None:
