@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from deepcodes import persist
 from deepcodes.data import sift_cifar
 from deepcodes.data.datasets import data_dir, load_cifar10
 from deepcodes.data.formats import read_bvecs, read_ivecs
@@ -39,7 +40,7 @@ def test_small_build_shapes_and_manifest(small):
     assert json.loads((out / "manifest.json").read_text()) == manifest
     for name, entry in manifest["files"].items():
         assert (out / name).stat().st_size == entry["bytes"]
-        assert sift_cifar._sha256(out / name) == entry["sha256"]
+        assert persist.file_sha256(out / name) == entry["sha256"]
     # real descriptors, not saturated nor empty
     assert base.max() <= 255 and 0 < base.mean() < 100 and (base.max(axis=1) > 0).all()
     assert not any(p.name.startswith(".parts") for p in out.iterdir())

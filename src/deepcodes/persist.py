@@ -221,6 +221,24 @@ def atomic_path(path: str | os.PathLike):
         os.close(dirfd)
 
 
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync the folder ``folder``, so that a rename or a new file in it survives a crash."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the file at ``path``, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path: str | os.PathLike, chunks) -> None:
     """Write ``chunks`` (an iterable of bytes-like objects) to ``path`` atomically (temp, fsync, rename)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -7,7 +7,6 @@ checked before its first use in a process (and again whenever its size or mtime 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..persist import file_sha256
 from .formats import read_idx, read_npz
 
 __all__ = [
@@ -123,11 +123,7 @@ def _sha256(path: Path, stat: os.stat_result) -> str:
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     digest = _HASHES.get(key)
     if digest is None:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = _HASHES[key] = h.hexdigest()
+        digest = _HASHES[key] = file_sha256(path)
         log.debug("sha256 %s = %s", path, digest)
     return digest
 

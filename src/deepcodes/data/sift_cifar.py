@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, InputError
-from ..persist import atomic_save_npy, atomic_write_bytes
+from ..persist import atomic_save_npy, atomic_write_bytes, file_sha256
 from ..validation import check_int
 from .datasets import load_cifar10
 from .formats import read_bvecs, read_ivecs, write_bvecs, write_ivecs
@@ -125,14 +125,6 @@ def _recipe(n_images, n_queries, grids, k, seed) -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_manifest(out_dir: Path) -> dict | None:
     path = out_dir / "manifest.json"
     if not path.is_file():
@@ -159,7 +151,7 @@ def _manifest_problem(manifest: dict | None, out_dir: Path, recipe: dict, verify
         path = out_dir / name
         if not path.is_file() or path.stat().st_size != entry.get("bytes"):
             return f"{name} is missing or has the wrong size"
-        if verify and _sha256(path) != entry.get("sha256"):
+        if verify and file_sha256(path) != entry.get("sha256"):
             return f"{name} does not match its sha256"
     return None
 
@@ -288,7 +280,7 @@ def build(out_dir: Path | None = None, progress: bool = True, *, n_images: int =
         files = {}
         for name, arr in zip(_FILES, (base, queries, gt)):
             path = out_dir / name
-            files[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path), "shape": list(arr.shape)}
+            files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path), "shape": list(arr.shape)}
         manifest = {
             "name": NAME, "format_version": FORMAT_VERSION, "recipe": recipe,
             "n_base": int(base.shape[0]), "n_queries": n_queries, "dim": DIM, "k": k,

@@ -19,7 +19,6 @@ whole or not at all.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -69,22 +68,6 @@ def check_vectors(X, d: int, name: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(snapshots: Path, seq: int, index_bytes: bytes, gallery: Gallery | None) -> Path:
     """Write ``snap-<seq>`` atomically (temporary folder, fsync, rename) and return its path."""
     final = snapshots / f"snap-{seq:016d}"
@@ -99,13 +82,13 @@ def write_snapshot(snapshots: Path, seq: int, index_bytes: bytes, gallery: Galle
             gallery.save(tmp / GALLERY_FILE)
             files.append(GALLERY_FILE)
         manifest = {"format": "deepcodes-snapshot", "format_version": 1, "seq": seq,
-                    "files": {f: _sha256(tmp / f) for f in files}}
+                    "files": {f: persist.file_sha256(tmp / f) for f in files}}
         persist.atomic_write_bytes(tmp / MANIFEST, [json.dumps(manifest, sort_keys=True).encode()])
-        _fsync_dir(tmp)
+        persist.fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(snapshots)
+        persist.fsync_dir(snapshots)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -124,7 +107,7 @@ def read_snapshot(path: Path):
     for name, digest in files.items():
         if name not in (INDEX_FILE, GALLERY_FILE):
             raise FormatError(f"{path.name}: manifest names an unexpected file {name!r}")
-        if not (path / name).is_file() or _sha256(path / name) != digest:
+        if not (path / name).is_file() or persist.file_sha256(path / name) != digest:
             raise FormatError(f"{path.name}: {name} does not match its checksum (corrupt or truncated)")
     index = persist.load(path / INDEX_FILE)
     gallery = Gallery.load(path / GALLERY_FILE) if GALLERY_FILE in files else None

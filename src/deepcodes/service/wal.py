@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from ..persist import fsync_dir
 
 MAGIC = b"DCWAL001"
 OPS = {"add": 1, "remove": 2}
@@ -117,14 +118,6 @@ def _read_segment(path: Path):
             yield record, offset
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class WriteAheadLog:
     """Append-only, checksummed, fsynced log of index changes in ``folder``."""
 
@@ -193,7 +186,7 @@ class WriteAheadLog:
         if new:
             self._file.write(MAGIC)
             os.fsync(self._file.fileno())
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         self._current = path
 
     def append(self, record: LogRecord) -> int:
@@ -224,7 +217,7 @@ class WriteAheadLog:
                 path.unlink()
                 dropped += 1
         if dropped:
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         return dropped
 
     def size_bytes(self) -> int:
