@@ -164,8 +164,11 @@ def test_batched_add_equals_single_add(sift):
     batched.add(base[:7000])
     batched.add(base[7000:], batch_size=1234)
     np.testing.assert_array_equal(batched.lists.offsets, whole.lists.offsets)
-    np.testing.assert_array_equal(batched.lists.codes, whole.lists.codes)
     np.testing.assert_array_equal(batched.lists.ids, whole.lists.ids)
+    # The residuals' sub-codes come from BLAS matrix products, whose rounding depends on the batch's
+    # shape: a point within rounding of two codewords may take either (seen: 1 of 90,000 sub-codes).
+    differ = batched.lists.codes != whole.lists.codes
+    assert differ.mean() < 1e-4, f"{int(differ.sum())} sub-codes depend on the batching"
 
 
 def test_save_load_mmap_round_trip(vlq, sift, tmp_path):
