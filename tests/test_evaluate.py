@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from deepcodes.errors import InputError
-from deepcodes.eval import (ClassRelevance, NeighborRelevance, evaluate_search, relevance_for)
+from deepcodes.eval import ClassRelevance, NeighborRelevance, evaluate_search, relevance_for
 from deepcodes.eval.metrics import (average_precision, pr_curve_by_radius, pr_curve_by_rank, precision_at_k,
                                     precision_within_radius, recall_at)
 
@@ -216,3 +216,88 @@ def test_relevance_for_duck_typed_protocols():
     assert (by_knn.n_queries, by_knn.n_database) == (2, 5)
     with pytest.raises(InputError):
         relevance_for(SimpleNamespace(relevance="nearest"))
+
+
+@pytest.fixture(scope="module")
+def mnist_rankings(mnist_slice):
+    """Real MNIST rankings with heavy ties: 16-bit random-hyperplane codes (Hamming distances 0..16
+    over 5,000 items) and a coarse 2-level ADC-like L2 on rounded pixels; stable (distance, id) order."""
+    X, y, Q, yq = mnist_slice
+    W = np.random.default_rng(0).standard_normal((X.shape[1], 16)).astype(np.float32)
+    mean = X.mean(axis=0)
+    cq, cdb = (Q - mean) @ W > 0, (X - mean) @ W > 0
+    ham = (cq[:, None, :] != cdb[None, :, :]).sum(-1).astype(np.int32)
+    Xr, Qr = np.round(X * 2) / 2, np.round(Q * 2) / 2
+    l2d = ((Qr ** 2).sum(1)[:, None] + (Xr ** 2).sum(1)[None, :] - 2 * Qr @ Xr.T).astype(np.float32)
+    out = {}
+    for name, d in (("hamming", ham), ("l2", l2d)):
+        ids = np.argsort(d, axis=1, kind="stable")
+        out[name] = (np.take_along_axis(d, ids, axis=1), ids)
+    exact = ((Q ** 2).sum(1)[:, None] + (X ** 2).sum(1)[None, :] - 2 * Q @ X.T)
+    truth = np.argsort(exact, axis=1, kind="stable")[:, :50]
+    return SimpleNamespace(y=y, yq=yq, n=len(X), nq=len(Q), rankings=out, truth=truth)
+
+
+@pytest.mark.parametrize("kind", ["hamming", "l2"])
+@pytest.mark.parametrize("relevance_kind", ["class", "knn"])
+def test_one_pass_kernels_equal_the_vectorised_metrics_bit_for_bit(mnist_rankings, kind, relevance_kind):
+    """The evaluation's per-row kernels give exactly (==, not approximately) what the vectorised
+    definitions give, on real data with heavy ties (16-bit Hamming: about 300 items per distance)."""
+    from reference import evaluate_full_ranking
+
+    m = mnist_rankings
+    dist, ids = m.rankings[kind]
+    assert (np.diff(dist, axis=1) == 0).mean() > 0.5 or kind == "l2"
+    relevance = (ClassRelevance(m.y, m.yq) if relevance_kind == "class" else NeighborRelevance(m.truth, m.n))
+    truth = m.truth if relevance_kind == "knn" else None
+    bits = 16 if kind == "hamming" else None
+    ks, Rs, map_at = (1, 10, 100, 1000), (1, 10, 100, 1000), (10, 1000)
+    got = evaluate_search(lambda Q, k: (dist[Q], ids[Q]), np.arange(m.nq), relevance, m.n, ks=ks, Rs=Rs,
+                          map_at=map_at, true_neighbors=truth, hamming_bits=bits, chunk_size=64)
+    curve_at = np.asarray(got["pr_curve"]["cutoff"]) if bits is None else None
+    want = evaluate_full_ranking(dist, ids, relevance, ks=ks, Rs=Rs, map_at=map_at, curve_at=curve_at,
+                                 true_neighbors=truth, hamming_bits=bits)
+    assert got["map"] == float(want["ap"].mean())
+    assert list(got["map_at_k"].values()) == want["ap_at"].mean(axis=0).tolist()
+    assert list(got["precision_at_k"].values()) == want["precision"].mean(axis=0).tolist()
+    assert list(got["recall_at_R"].values()) == want["recall"].mean(axis=0).tolist()
+    if truth is not None:
+        assert list(got["one_recall_at_R"].values()) == want["one_recall"].mean(axis=0).tolist()
+        assert list(got["R_recall_at_R"].values()) == want["r_recall"].mean(axis=0).tolist()
+    if bits is None:
+        assert got["pr_curve"]["precision"] == want["curve_p"].mean(axis=0).tolist()
+        assert got["pr_curve"]["recall"] == want["curve_r"].mean(axis=0).tolist()
+    else:
+        hits, retrieved = want["hits"], want["retrieved"]
+        precision, success = precision_within_radius(relevance.mask(slice(None), ids), dist, 2)
+        assert got["precision_radius2"] == float(precision.mean()) and got["radius2_success"] == success
+        want_p, want_r = pr_curve_by_radius(relevance.mask(slice(None), ids), dist,
+                                            relevance.counts(slice(None)), bits)
+        assert [np.nan if p is None else p for p in got["pr_curve"]["precision"]] == pytest.approx(
+            want_p.tolist(), abs=0, rel=0, nan_ok=True)
+        assert got["pr_curve"]["recall"] == want_r.tolist()
+        assert hits.shape == retrieved.shape == (m.nq, 17)
+    assert 0 < got["map"] < 1
+
+
+def test_several_relevances_share_one_ranking(mnist_rankings):
+    """evaluate_search_many searches each chunk once and gives each relevance what evaluate_search gives."""
+    from deepcodes.eval import evaluate_search_many
+
+    m = mnist_rankings
+    dist, ids = m.rankings["hamming"]
+    calls = []
+
+    def search(Q, k):
+        calls.append(len(Q))
+        return dist[Q], ids[Q]
+
+    rels = [ClassRelevance(m.y, m.yq), NeighborRelevance(m.truth, m.n)]
+    both = evaluate_search_many(search, np.arange(m.nq), rels, m.n, true_neighbors=[None, m.truth],
+                                hamming_bits=16, chunk_size=100)
+    assert calls == [100, 100]
+    assert both[0] == evaluate_search(search, np.arange(m.nq), rels[0], m.n, hamming_bits=16)
+    assert both[1] == evaluate_search(search, np.arange(m.nq), rels[1], m.n, hamming_bits=16,
+                                      true_neighbors=m.truth)
+    with pytest.raises(InputError, match="entries"):
+        evaluate_search_many(search, np.arange(m.nq), rels, m.n, true_neighbors=[None])

@@ -7,12 +7,13 @@ import pkgutil
 import pytest
 from numba.core.registry import CPUDispatcher
 
+import deepcodes.eval
 import deepcodes.index
 import deepcodes.knn
 
 
 def kernel_modules():
-    for package in (deepcodes.knn, deepcodes.index):
+    for package in (deepcodes.knn, deepcodes.index, deepcodes.eval):
         for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
             yield importlib.import_module(info.name)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..validation import check_int, check_labels
+from .ranked import class_mask, neighbor_mask
 
 __all__ = ["ClassRelevance", "NeighborRelevance", "relevance_for"]
 
@@ -33,8 +34,8 @@ class _Relevance:
             raise InputError(f"rows must lie in [0, {self.n_queries}), got [{arr.min()}, {arr.max()}]")
         return arr
 
-    def _ids(self, ids, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids clipped into range, valid mask), both (n_rows, r)."""
+    def _ids(self, ids, n_rows: int) -> np.ndarray:
+        """``ids`` as int64 (n_rows, r), checked to be < n_database (negative ids are padding)."""
         arr = np.asarray(ids)
         if arr.ndim != 2 or arr.shape[0] != n_rows:
             raise InputError(f"ids must have shape ({n_rows}, r) for {n_rows} query rows, got {arr.shape}")
@@ -42,8 +43,7 @@ class _Relevance:
             raise InputError(f"ids must hold integer database ids, got dtype {arr.dtype}")
         if arr.size and arr.max() >= self.n_database:
             raise InputError(f"ids must be < n_database={self.n_database}, got {arr.max()}")
-        valid = arr >= 0
-        return np.where(valid, arr, 0), valid
+        return arr.astype(np.int64, copy=False)
 
     def counts(self, rows) -> np.ndarray:
         """Number of relevant database items of each query in ``rows``: int64 (len(rows),)."""
@@ -69,8 +69,7 @@ class ClassRelevance(_Relevance):
     def mask(self, rows, ids) -> np.ndarray:
         """bool (len(rows), r): does ``ids[i, j]`` share the class of query ``rows[i]``."""
         rows = self._rows(rows)
-        ids, valid = self._ids(ids, len(rows))
-        return valid & (self.database_labels[ids] == self.query_labels[rows][:, None])
+        return class_mask(self.database_labels, self.query_labels[rows], self._ids(ids, len(rows)))
 
 
 class NeighborRelevance(_Relevance):
@@ -96,11 +95,7 @@ class NeighborRelevance(_Relevance):
     def mask(self, rows, ids) -> np.ndarray:
         """bool (len(rows), r): is ``ids[i, j]`` one of the K nearest neighbours of query ``rows[i]``."""
         rows = self._rows(rows)
-        ids, valid = self._ids(ids, len(rows))
-        # A dense (len(rows), n_database) indicator costs no more than the full ranking itself.
-        member = np.zeros((len(rows), self.n_database), dtype=np.bool_)
-        member[np.arange(len(rows))[:, None], self.neighbors[rows]] = True
-        return valid & np.take_along_axis(member, ids, axis=1)
+        return neighbor_mask(self.neighbors[rows], self._ids(ids, len(rows)), self.n_database)
 
 
 def relevance_for(protocol) -> ClassRelevance | NeighborRelevance:
