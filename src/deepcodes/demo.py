@@ -8,7 +8,7 @@ from rich.progress import Progress
 
 from .data import load_protocol
 from .eval import TIE_RULE, markdown_table, plot_map_vs_bits, write_json
-from .pipeline import evaluate_coder, fit_method
+from .pipeline import evaluate_coder_on, fit_method
 
 PROTOCOLS = ("mnist-unsup", "mnist-sup")
 
@@ -25,8 +25,8 @@ def run_demo(out: Path, methods: list[str], bits: list[int], *, seed: int = 0, c
             for L in bits:
                 progress.update(task, description=f"{method} {L} bits")
                 coder = fit_method(method, L, protocols[0], random_state=seed)
-                for protocol in protocols:
-                    result = evaluate_coder(coder, protocol)
+                # both protocols rank the same queries over the same database: search once
+                for result in evaluate_coder_on(coder, protocols):
                     result.pop("pr_curve", None)
                     results.append(result)
                 progress.advance(task)

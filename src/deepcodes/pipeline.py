@@ -10,7 +10,7 @@ import numpy as np
 from .coders.base import CodebookQuantizer
 from .data import Protocol, load_protocol
 from .errors import InputError
-from .eval import evaluate_search
+from .eval import evaluate_search_many
 from .eval.relevance import relevance_for
 from .index import ADCIndex, HammingIndex
 from .methods import get_method, make_coder
@@ -76,11 +76,24 @@ def evaluate_coder(coder, protocol: Protocol | str, *, chunk_size: int = 100, pr
     Binary coders are searched by exact Hamming distance (``HammingIndex``), quantizers by exact
     ADC (``ADCIndex``); the query is encoded by the index for Hamming and never quantized for ADC.
     """
-    if isinstance(protocol, str):
-        protocol = load_protocol(protocol)
-    if coder.dim_ != protocol.database.shape[1]:
-        raise InputError(f"the model expects {coder.dim_}-dimensional input but protocol {protocol.name!r} "
-                         f"has {protocol.database.shape[1]} dimensions")
+    return evaluate_coder_on(coder, [protocol], chunk_size=chunk_size, progress=progress)[0]
+
+
+def evaluate_coder_on(coder, protocols: list, *, chunk_size: int = 100, progress: bool = False) -> list[dict]:
+    """:func:`evaluate_coder` on several protocols that share one database and one query set (e.g.
+    mnist-unsup and mnist-sup, which differ only in what is relevant): the database is encoded and
+    each query chunk ranked once, then scored under every protocol. One result per protocol."""
+    protocols = [load_protocol(p) if isinstance(p, str) else p for p in protocols]
+    if not protocols:
+        raise InputError("no protocol to evaluate on")
+    first = protocols[0]
+    for other in protocols[1:]:
+        if not (np.array_equal(other.database, first.database) and np.array_equal(other.queries, first.queries)):
+            raise InputError(f"protocols {first.name!r} and {other.name!r} do not share one database and "
+                             "query set; evaluate them one at a time")
+    if coder.dim_ != first.database.shape[1]:
+        raise InputError(f"the model expects {coder.dim_}-dimensional input but protocol {first.name!r} "
+                         f"has {first.database.shape[1]} dimensions")
     kind = getattr(coder, "code_kind", None)
     if kind == "binary":
         index, hamming_bits = HammingIndex(coder=coder), int(coder.n_bits)
@@ -89,23 +102,26 @@ def evaluate_coder(coder, protocol: Protocol | str, *, chunk_size: int = 100, pr
     else:
         raise InputError(f"{type(coder).__name__} is neither a binary coder nor a quantizer")
     start = time.perf_counter()
-    index.add(protocol.database)
+    index.add(first.database)
     encode_seconds = time.perf_counter() - start
-    true_nn = protocol.ground_truth() if protocol.relevance == "knn" else None
+    true_nn = [p.ground_truth() if p.relevance == "knn" else None for p in protocols]
     start = time.perf_counter()
-    result = evaluate_search(index.search, protocol.queries, relevance_for(protocol), protocol.database.shape[0],
-                             true_neighbors=true_nn, hamming_bits=hamming_bits, chunk_size=chunk_size,
-                             progress=progress)
+    results = evaluate_search_many(index.search, first.queries, [relevance_for(p) for p in protocols],
+                                   first.database.shape[0], true_neighbors=true_nn, hamming_bits=hamming_bits,
+                                   chunk_size=chunk_size, progress=progress)
+    search_eval_seconds = round(time.perf_counter() - start, 3)
     meta = dict(getattr(coder, "meta_", None) or {})
-    result.update({
-        "method": meta.get("method", type(coder).__name__.lower()),
-        "coder": type(coder).__name__,
-        "bits": int(coder.n_bits),
-        "protocol": protocol.name,
-        "trained_on": meta.get("protocol"),
-        "n_train": meta.get("n_train"),
-        "encode_seconds": round(encode_seconds, 3),
-        "search_eval_seconds": round(time.perf_counter() - start, 3),
-        "fit_seconds": meta.get("fit_seconds"),
-    })
-    return result
+    for protocol, result in zip(protocols, results):
+        result.update({
+            "method": meta.get("method", type(coder).__name__.lower()),
+            "coder": type(coder).__name__,
+            "bits": int(coder.n_bits),
+            "protocol": protocol.name,
+            "trained_on": meta.get("protocol"),
+            "n_train": meta.get("n_train"),
+            "encode_seconds": round(encode_seconds, 3),
+            # shared by the protocols evaluated together
+            "search_eval_seconds": search_eval_seconds,
+            "fit_seconds": meta.get("fit_seconds"),
+        })
+    return results

@@ -73,7 +73,7 @@ class ADCIndex(FlatIndex):
             tables = np.ascontiguousarray(space.adc_tables(q), dtype=np.float32)
             q_bias = np.asarray(space.query_bias(q), dtype=np.float32)
             out_d[s:s + batch_size], out_i[s:s + batch_size] = self._tables_knn(tables, q_bias, k, **kernel_params)
-        return out_d, self._store.ids[out_i]
+        return out_d, self._store.ids_at(out_i)
 
     def _tables_knn(self, tables: np.ndarray, q_bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest rows for one batch of tables (nq, M, K): ``(distances, rows)``."""

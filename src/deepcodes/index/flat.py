@@ -103,6 +103,14 @@ class FlatCodes:
         self._merge()
         return read_only(self._aux)
 
+    def ids_at(self, rows: np.ndarray) -> np.ndarray:
+        """The ids stored at positions ``rows``: ``rows`` itself when the ids are 0..n-1 (sorted and
+        unique, so a first id 0 and a last id n-1 mean exactly that), sparing a full ranking's gather."""
+        ids = self.ids
+        if len(ids) and ids[0] == 0 and ids[-1] == len(ids) - 1:
+            return rows
+        return ids[rows]
+
     def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, found)`` of ``ids``."""
         return find_sorted(self.ids, ids)

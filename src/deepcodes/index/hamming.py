@@ -72,7 +72,7 @@ class HammingIndex(FlatIndex):
     def _search(self, codes: np.ndarray, k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         batch_size = check_int(batch_size, "batch_size", low=1)
         dist, rows = hamming_search(codes, self._database_words(), k, self.n_bits, batch_size)
-        return dist, self._store.ids[rows]
+        return dist, self._store.ids_at(rows)
 
     def _params(self) -> dict:
         return {**super()._params(), "n_bits": self.n_bits}

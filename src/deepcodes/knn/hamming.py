@@ -233,13 +233,17 @@ def hamming_search(query_codes: np.ndarray, database_words: np.ndarray, k: int, 
     # (a ranking block holds block * n distances, at most 64 MB)
     per_query = n if rank else capacity
     block = int(max(1, min(16, -(-nq // nb.get_num_threads()), (1 << 22) // per_query)))
+
+    def one_batch(codes):
+        qw = to_words(codes)
+        if rank:
+            return _hamming_rank(qw, database_words, k, n_bits, block, w_shape)
+        return _hamming_knn(qw, database_words, k, n_bits, block, capacity, w_shape)
+
+    if nq <= batch_size:  # the kernel's arrays are the result (a full ranking is large to copy)
+        return one_batch(query_codes)
     out_d = np.empty((nq, k), dtype=np.int32)
     out_i = np.empty((nq, k), dtype=np.int64)
     for s in range(0, nq, batch_size):
-        qw = to_words(query_codes[s:s + batch_size])
-        if rank:
-            res = _hamming_rank(qw, database_words, k, n_bits, block, w_shape)
-        else:
-            res = _hamming_knn(qw, database_words, k, n_bits, block, capacity, w_shape)
-        out_d[s:s + batch_size], out_i[s:s + batch_size] = res
+        out_d[s:s + batch_size], out_i[s:s + batch_size] = one_batch(query_codes[s:s + batch_size])
     return out_d, out_i
