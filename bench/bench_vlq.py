@@ -75,27 +75,64 @@ def peak_rss() -> int:
 
 # -- data --------------------------------------------------------------------------------------
 
-def synthetic(n: int, nq: int, d: int = 128, n_clusters: int = 2000, latent: int = 16, seed: int = 0):
-    """Clustered synthetic vectors, float32: a seeded Gaussian mixture of ``n_clusters`` clusters in a
-    ``latent``-dimensional space, mapped to ``d`` dimensions by a random linear map, plus small
-    isotropic noise. Real descriptors have a low intrinsic dimension; isotropic 128-D clusters would
-    make every neighbour almost equally far and the benchmark meaningless."""
+_CHUNK = 1 << 18
+
+
+def synthetic_stream(n: int, d: int = 128, n_clusters: int = 2000, latent: int = 16, seed: int = 0,
+                     stream: int = 1):
+    """Clustered synthetic vectors, float32, as a function that yields ``(start, rows)`` chunks of
+    at most 2**18 rows, the same rows on every call: a seeded Gaussian mixture of ``n_clusters``
+    clusters in a ``latent``-dimensional space, mapped to ``d`` dimensions by a random linear map,
+    plus small isotropic noise. Real descriptors have a low intrinsic dimension; isotropic 128-D
+    clusters would make every neighbour almost equally far and the benchmark meaningless.
+    ``stream`` 1 is the base, 2 the queries (independent draws from the same mixture)."""
     rng = np.random.default_rng(seed)
     centres = 3 * rng.standard_normal((n_clusters, latent)).astype(np.float32)
     scales = rng.uniform(0.5, 1.0, n_clusters).astype(np.float32)
     weights = rng.dirichlet(np.full(n_clusters, 2.0))
     W = (rng.standard_normal((latent, d)) / np.sqrt(latent)).astype(np.float32)
 
-    def draw(m, gen):
-        out = np.empty((m, d), dtype=np.float32)
-        for s in range(0, m, 1 << 18):
-            e = min(m, s + (1 << 18))
+    def chunks():
+        gen = np.random.default_rng(seed + stream)
+        for s in range(0, n, _CHUNK):
+            e = min(n, s + _CHUNK)
             lab = gen.choice(n_clusters, e - s, p=weights)
             z = centres[lab] + scales[lab, None] * gen.standard_normal((e - s, latent), dtype=np.float32)
-            out[s:e] = z @ W + 0.05 * gen.standard_normal((e - s, d), dtype=np.float32)
-        return out
+            yield s, z @ W + 0.05 * gen.standard_normal((e - s, d), dtype=np.float32)
 
-    return draw(n, np.random.default_rng(seed + 1)), draw(nq, np.random.default_rng(seed + 2))
+    return chunks
+
+
+def materialize(chunks, n: int, d: int = 128) -> np.ndarray:
+    out = np.empty((n, d), dtype=np.float32)
+    for s, rows in chunks():
+        out[s:s + rows.shape[0]] = rows
+    return out
+
+
+def synthetic(n: int, nq: int, seed: int = 0):
+    """The base (n, 128) and queries (nq, 128) of :func:`synthetic_stream`, in memory."""
+    return (materialize(synthetic_stream(n, seed=seed, stream=1), n),
+            materialize(synthetic_stream(nq, seed=seed, stream=2), nq))
+
+
+def streamed_truth_and_sample(chunks, n: int, Q: np.ndarray, k: int, max_train: int, rng):
+    """One pass over ``chunks``: the exact top-``k`` of ``Q`` over all n rows (exact_knn per chunk,
+    float64 distances, merged by (distance, id)), and the rows :func:`subsample` would draw with
+    ``rng`` from the whole set. Memory: one chunk, the running top-k and the sample."""
+    pick = np.arange(n) if n <= max_train else np.sort(rng.choice(n, max_train, replace=False))
+    sample = np.empty((len(pick), Q.shape[1]), dtype=np.float32)
+    best_d = np.full((len(Q), 0), np.inf, dtype=np.float32)
+    best_i = np.empty((len(Q), 0), dtype=np.int64)
+    for s, rows in chunks():
+        e = s + rows.shape[0]
+        lo, hi = np.searchsorted(pick, [s, e])
+        sample[lo:hi] = rows[pick[lo:hi] - s]
+        d, i = exact_knn(rows, Q, min(k, rows.shape[0]))
+        cat_d, cat_i = np.concatenate([best_d, d], 1), np.concatenate([best_i, i + s], 1)
+        order = np.lexsort((cat_i, cat_d), axis=-1)[:, :k]
+        best_d, best_i = np.take_along_axis(cat_d, order, 1), np.take_along_axis(cat_i, order, 1)
+    return best_i, sample
 
 
 def load_data(args):
@@ -141,6 +178,14 @@ def timed(fn, repeats):
     return best, out
 
 
+def batches(base, batch):
+    """``base`` as :func:`synthetic_stream`'s chunks: an array in memory is cut in ``batch`` rows;
+    a chunk function (a streamed set) is returned as it is."""
+    if callable(base):
+        return base
+    return lambda: ((s, base[s:s + batch]) for s in range(0, base.shape[0], batch))
+
+
 def faiss_ivfpq(centroids, M, nbits, Xt, base, batch):
     d = centroids.shape[1]
     quantizer = faiss.IndexFlatL2(d)
@@ -151,14 +196,15 @@ def faiss_ivfpq(centroids, M, nbits, Xt, base, batch):
     t0 = time.perf_counter()
     index.train(Xt)
     t1 = time.perf_counter()
-    for s in range(0, base.shape[0], batch):
-        index.add(np.ascontiguousarray(base[s:s + batch], dtype=np.float32))
+    for _, rows in batches(base, batch)():
+        index.add(np.ascontiguousarray(rows, dtype=np.float32))
     return index, t1 - t0, time.perf_counter() - t1
 
 
-def build(label, kind, M, nbits, centroids, Xt, base, args):
-    """Train (on the shared sample, with the shared centroids) and add ``base``; returns the index
-    and its build row."""
+def build(label, kind, M, nbits, centroids, Xt, base, n, args):
+    """Train (on the shared sample, with the shared centroids) and add ``base`` (n rows: an array,
+    or a chunk function of a streamed set, added a chunk at a time); returns the index and its
+    build row."""
     rss0 = reset_peak()
     if kind == "faiss":
         index, t_train, t_add = faiss_ivfpq(centroids, M, nbits, Xt, base, args.batch)
@@ -168,13 +214,17 @@ def build(label, kind, M, nbits, centroids, Xt, base, args):
     else:
         cls = VLQIndex if kind == "vlq" else IVFADCIndex
         extra = {"n_neighbors": args.n_neighbors} if kind == "vlq" else {}
-        index = cls(base.shape[1], centroids.shape[0], M=M, n_bits_per_code=nbits, n_iter=args.n_iter,
+        index = cls(centroids.shape[1], centroids.shape[0], M=M, n_bits_per_code=nbits, n_iter=args.n_iter,
                     random_state=args.seed, **extra)
         t0 = time.perf_counter()
         index.train(Xt, centroids=centroids)
         t1 = time.perf_counter()
         rss1 = reset_peak()
-        index.add(base, batch_size=args.batch, progress=args.progress)
+        if callable(base):
+            for start, rows in base():
+                index.add(rows, ids=np.arange(start, start + rows.shape[0]), batch_size=args.batch)
+        else:
+            index.add(base, batch_size=args.batch, progress=args.progress)
         t_add = time.perf_counter() - t1
         add_peak = peak_rss() - rss1
         t_train = t1 - t0
@@ -183,7 +233,7 @@ def build(label, kind, M, nbits, centroids, Xt, base, args):
         precomputed = mem.pop("precomputed")
         total = sum(mem.values())
     row = {"method": label, "kind": kind, "M": M, "nbits": nbits, "code_bytes": per_vec - 8,
-           "bytes_per_vector": per_vec, "index_bytes_per_vector": total / base.shape[0],
+           "bytes_per_vector": per_vec, "index_bytes_per_vector": total / n,
            "precomputed_mb": precomputed / 2**20,
            "train_s_after_kmeans": t_train, "add_s": t_add,
            "peak_mb_during_build": (peak_rss() - rss0) / 2**20}
@@ -390,7 +440,7 @@ def run_curves(args):
     builds, results = [], {}
     wanted = [c for c in CONFIGS if c[0] in args.methods] if args.methods else CONFIGS
     for label, kind, M, nbits, group in wanted:
-        index, row = build(label, kind, M, nbits, centroids, Xt, base, args)
+        index, row = build(label, kind, M, nbits, centroids, Xt, base, base.shape[0], args)
         builds.append(row)
         print(json.dumps(row), flush=True)
         rows = search_grid(index, kind, Q, gt, args)
@@ -407,21 +457,27 @@ def run_curves(args):
 
 
 def run_scaling(args):
+    """Build and search cost against N on synthetic data streamed in chunks of 2**18 rows (never
+    held whole: generated again for each pass), exact ground truth by a chunked brute force."""
+    from harness import describe_threads
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    print(json.dumps({"threads": describe_threads(), "load_before": os.getloadavg()[0]}), flush=True)
     for n in args.scaling:
-        base, Q = synthetic(n, args.nq, seed=args.seed)
+        chunks = synthetic_stream(n, seed=args.seed, stream=1)
+        Q = materialize(synthetic_stream(args.nq, seed=args.seed, stream=2), args.nq)
         t = time.perf_counter()
-        gt = exact_knn(base, Q, 100)[1]
+        gt, Xt = streamed_truth_and_sample(chunks, n, Q, 100, args.max_train, np.random.default_rng(args.seed))
         t_gt = time.perf_counter() - t
+        print(json.dumps({"n": n, "gt_and_sample_s": t_gt, "load": os.getloadavg()[0]}), flush=True)
         n_centroids = args.n_centroids or 1024
-        Xt = subsample(base, args.max_train, np.random.default_rng(args.seed))
         t = time.perf_counter()
         centroids = kmeans(Xt, n_centroids, n_iter=args.n_iter, seed=args.seed)
         t_km = time.perf_counter() - t
         for label, kind, M, nbits, _ in [c for c in CONFIGS if c[0] in ("VLQ M=8", "faiss IVFPQ M=8")]:
-            index, b = build(label, kind, M, nbits, centroids, Xt, base, args)
+            index, b = build(label, kind, M, nbits, centroids, Xt, chunks, n, args)
             settings = [(8, 128), (16, 256), (32, 512)] if kind == "vlq" else [(8, None), (16, None), (32, None)]
             for nprobe, w in settings:
                 if kind == "faiss":
@@ -432,20 +488,28 @@ def run_scaling(args):
                 row = {"n": n, "method": label, "n_centroids": n_centroids, "kmeans_s": t_km, "gt_s": t_gt,
                        "train_s_after_kmeans": b["train_s_after_kmeans"], "add_s": b["add_s"],
                        "add_peak_mb": b.get("add_peak_mb"), "nprobe": nprobe, "w": w, "qps": len(Q) / t,
-                       **recalls(ids, gt)}
+                       "load": os.getloadavg()[0], **recalls(ids, gt)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             del index
-        del base
-    Path(out / "vlq_scaling.json").write_text(json.dumps(rows, indent=1))
-    L = ["| N | method | k-means s | train s (after k-means) | add s | add peak MB | nprobe | w | qps | R@1 | R@10 | R@100 | 10-recall@10 |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+        write_scaling(rows, out)  # after every N, so a stopped run keeps what it measured
+    print(scaling_table(rows))
+
+
+def scaling_table(rows) -> str:
+    L = ["| N | method | k-means s | train s (after k-means) | add s | add peak MB | nprobe | w | qps | R@1 | R@10 | R@100 | 10-recall@10 | load |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["n"]):
         peak = "-" if r["add_peak_mb"] is None else f"{r['add_peak_mb']:.0f}"
         L.append(f"| {r['n']:,} | {r['method']} | {r['kmeans_s']:.1f} | {r['train_s_after_kmeans']:.1f} | {r['add_s']:.1f} | {peak} | "
-                 f"{r['nprobe']} | {fmt_w(r['w'])} | {r['qps']:.0f} | {r['R@1']:.3f} | {r['R@10']:.3f} | {r['R@100']:.3f} | {r['10-recall@10']:.3f} |")
-    (out / "vlq_scaling.md").write_text("Synthetic clustered data (not real vectors).\n\n" + "\n".join(L) + "\n")
-    print("\n".join(L))
+                 f"{r['nprobe']} | {fmt_w(r['w'])} | {r['qps']:.0f} | {r['R@1']:.3f} | {r['R@10']:.3f} | {r['R@100']:.3f} | "
+                 f"{r['10-recall@10']:.3f} | {r['load']:.1f} |")
+    return "\n".join(L)
+
+
+def write_scaling(rows, out: Path) -> None:
+    (out / "vlq_scaling.json").write_text(json.dumps(rows, indent=1))
+    (out / "vlq_scaling.md").write_text("Synthetic clustered data (not real vectors).\n\n" + scaling_table(rows) + "\n")
 
 
 def ints(text):
