@@ -3,7 +3,8 @@ HammingIndex vs faiss IndexBinaryFlat, ADCIndex vs faiss IndexPQ (8 and 16 bytes
 vs faiss IndexPQFastScan (4-bit codes, 8 and 16 bytes, faiss fed our PQ codebooks; exact ADC on the
 same 4-bit codes timed too).
 
-``--n`` database codes, ``--nq`` queries, k = ``--k``, every method in the same process on the same
+``--n`` database codes (a comma-separated list runs each size in turn: how the scans' cost
+grows), ``--nq`` queries, k = ``--k``, every method in the same process on the same
 data; each timing is the best of ``--repeats`` interleaved runs (see ``bench/harness.py``: one child
 process per ``--wait-policy``, the load average recorded). Also checks that our results equal
 faiss's distances and follow the (distance, id) tie rule, and measures the Hamming scan against its
@@ -11,6 +12,8 @@ two bounds: the machine's memory read bandwidth and the scan of an L1-resident d
 
     python bench/bench_exact.py [--n 1000000] [--nq 1000] [--k 100] [--threads 2]
                                 [--wait-policy PASSIVE,ACTIVE] [--repeats 3] [--out bench/results]
+                                [--parts hamming,adc,fastscan,bounds]
+    python bench/bench_exact.py --n 100000,300000,1000000 --parts hamming,adc   # cost against N
 """
 from __future__ import annotations
 
@@ -72,10 +75,10 @@ def bench_hamming(h, X, n, nq, k, rng):
     return rows
 
 
-def bench_adc(h, X, db_vectors, Q, truth, k):
+def bench_adc(h, X, db_vectors, Q, truth, k, exact=True, fastscan=True):
     rows = []
     n, nq = db_vectors.shape[0], Q.shape[0]
-    for M in (8, 16):
+    for M in (8, 16) if exact else ():
         pq = PQ(M=M, n_iter=20, random_state=0).fit(X)
         codes = pq.encode(db_vectors)
         ours = ADCIndex(pq)
@@ -93,7 +96,7 @@ def bench_adc(h, X, db_vectors, Q, truth, k):
                      "same": bool((np.abs(d - fd) <= 1e-5 * np.maximum(np.abs(fd), 1.0)).all()),
                      "tie_rule": tie_rule_holds(d, i), "recall_at_10": recall(i[:, :10], truth), "load": h.last_load()})
         print(json.dumps(rows[-1]), flush=True)
-    for M in (16, 32):
+    for M in (16, 32) if fastscan else ():
         pq = PQ(M=M, n_bits_per_code=4, n_iter=20, random_state=0).fit(X)
         ref = faiss.IndexPQFastScan(X.shape[1], M, 4)
         faiss.copy_array_to_vector(pq.codebooks_.ravel(), ref.pq.centroids)
@@ -151,8 +154,8 @@ def hamming_bounds(h, n, nq, rng):
 
 def markdown(reports) -> str:
     lines = [load_note(reports), "",
-             "| policy | search | codes | ours q/s | faiss q/s | ours / faiss | same results | tie rule | recall@10 ours / faiss | load |",
-             "| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+             "| policy | search | codes | N | ours q/s | faiss q/s | ours / faiss | same results | tie rule | recall@10 ours / faiss | load |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |"]
     for rep in reports:
         for r in rep["rows"]:
             if r["bench"] == "bounds":
@@ -161,8 +164,10 @@ def markdown(reports) -> str:
             if "faiss_recall_at_10" in r:
                 rec += f" / {r['faiss_recall_at_10']:.3f}"
             what = r["what"] + (f" (exact ADC on these codes: {r['exact_adc_qps']:,.0f} q/s)" if "exact_adc_qps" in r else "")
-            lines.append(f"| {rep['policy']} | {what} | {r['codes']} | {r['ours_qps']:,.0f} | {r['faiss_qps']:,.0f} "
+            lines.append(f"| {rep['policy']} | {what} | {r['codes']} | {r['n']:,} | {r['ours_qps']:,.0f} | {r['faiss_qps']:,.0f} "
                          f"| {r['ratio']:.2f}x | {r['same']} | {r['tie_rule']} | {rec} | {r['load'][0]:.1f}-{r['load'][1]:.1f} |")
+    if not any(r["bench"] == "bounds" for rep in reports for r in rep["rows"]):
+        return "\n".join(lines) + "\n"
     lines += ["", "| policy | 128-bit scan codes/s (k = 1) | L1-resident codes/s | share of cache bound | memory read GB/s "
               "| scan reads GB/s | share of memory bound | popcnt / vpshufb in kernel |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -177,9 +182,12 @@ def markdown(reports) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--n", type=lambda v: [int(x) for x in v.split(",") if x], default=[1_000_000],
+                        help="database size(s), comma-separated")
     parser.add_argument("--nq", type=int, default=1000)
     parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--parts", type=lambda v: set(v.split(",")), default={"hamming", "adc", "fastscan", "bounds"},
+                        help="which benches to run: hamming, adc, fastscan, bounds")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     Harness.add_arguments(parser)
     args = parser.parse_args()
@@ -192,11 +200,18 @@ def main():
     start = time.perf_counter()
     base, _, _ = load_sift10k()
     X = base.astype(np.float32)
-    db_vectors = noisy_sample(X, args.n, rng)
-    Q = noisy_sample(X, args.nq, rng)
-    truth = faiss.knn(Q, db_vectors, 10)[1]
-    rows = bench_hamming(h, X, args.n, args.nq, args.k, rng) + bench_adc(h, X, db_vectors, Q, truth, args.k)
-    rows += hamming_bounds(h, args.n, args.nq, rng)
+    rows = []
+    for n in args.n:
+        db_vectors = noisy_sample(X, n, rng)
+        Q = noisy_sample(X, args.nq, rng)
+        truth = faiss.knn(Q, db_vectors, 10)[1]
+        if "hamming" in args.parts:
+            rows += bench_hamming(h, X, n, args.nq, args.k, rng)
+        if args.parts & {"adc", "fastscan"}:
+            rows += bench_adc(h, X, db_vectors, Q, truth, args.k, exact="adc" in args.parts,
+                              fastscan="fastscan" in args.parts)
+        if "bounds" in args.parts:
+            rows += hamming_bounds(h, n, args.nq, rng)
     h.finish(rows, seconds=time.perf_counter() - start)
 
 
