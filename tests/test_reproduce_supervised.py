@@ -44,10 +44,8 @@ def test_reproduce_supervised_end_to_end(tiny_mnist, tmp_path, monkeypatch):
 
 def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(rep_gsl, "QUICK", {"tiny-mnist": rep_gsl.Schedule(
-        warm=1, fine=2, families=(("classification", (32,), None),))})
+        warm=1, fine=2, families=(("classification", (32,), None),), lambdas=(0.1, 1.0), alphas=(0.5,))})
     monkeypatch.setattr(rep_gsl, "load_protocol", lambda name: tiny_mnist)
-    monkeypatch.setattr(rep_gsl, "LAMBDAS", (0.1, 1.0))
-    monkeypatch.setattr(rep_gsl, "ALPHAS", (0.5,))
     monkeypatch.setitem(rep_gsl.NETWORK, "max_train", 300)
     out = rep_gsl.run(tmp_path, ReproduceOptions(quick=True))
     data = json.loads((tmp_path / "gsl.json").read_text())
@@ -59,6 +57,8 @@ def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     assert late["best_epoch"] == 2            # the only epoch trained with the layer on
     assert data["tuning"]["tiny-mnist/classification"]["lambda"] in (0.1, 1.0)
     assert "gsl >= quant-loss" in out["table"]
+    assert data["complete"] and "Partial" not in out["table"]
+    assert (tmp_path / "gsl_map_vs_bits.png").stat().st_size > 0
     again = rep_gsl.run(tmp_path, ReproduceOptions(quick=True))
     assert again["summary"] == out["summary"]
 
