@@ -63,6 +63,17 @@ def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     assert again["summary"] == out["summary"]
 
 
+def test_quick_gsl_is_sized_for_minutes():
+    # --quick trains post hoc, quant-loss and GSL once at one length: at most 200,000 training rows
+    # passed through the CNN in all (its measured time under load: docs/gsl.md).
+    total = 0
+    for name, s in rep_gsl.QUICK.items():
+        assert [bits for _, bits, _ in s.families] == [(32,)]
+        runs = len(s.lambdas) + len(s.alphas) + 1 + 4 * s.ablations     # tuning, post hoc, ablations
+        total += (s.warm + s.fine * runs) * (s.n_train or len(load_protocol(name).train))
+    assert total <= 200_000
+
+
 @pytest.mark.parametrize("name", ["gsl", "supervised"])
 def test_reproductions_take_the_device(name, tmp_path):
     import torch

@@ -56,7 +56,8 @@ FAMILIES = {"classification": dict(loss="classification"),
 class Schedule:
     """Epochs of the warm-up and of each variant's end of training, their learning rates, training
     rows used (None: all), augmentation, each loss family's code lengths and number of seeds
-    (None: the reproduction's ``--seeds``), and the grids λ and α are tuned over."""
+    (None: the reproduction's ``--seeds``), the grids λ and α are tuned over, and whether the
+    ablations (GSL + quantization loss, GSL late, GSL-OPQ, GSL-RQ) run."""
 
     warm: int
     fine: int
@@ -67,6 +68,7 @@ class Schedule:
     families: tuple = (("classification", BITS, None), ("contrastive", (32,), 1), ("triplet", (32,), 1))
     lambdas: tuple = LAMBDAS
     alphas: tuple = ALPHAS
+    ablations: bool = True
 
 
 # The contrastive and triplet families run one seed at 32 bits: on 2 shared CPU cores the three
@@ -76,11 +78,13 @@ class Schedule:
 # around the values the unit-norm representation needs.
 SCHEDULES = {"mnist-sup": Schedule(warm=5, fine=2, lambdas=(0.1, 0.3, 1.0), alphas=(0.5, 1.0)),
              "cifar10-sup": Schedule(warm=60, fine=10, augment=True)}
-# Quick: every variant once, on a subset, with two-point grids: minutes on a CPU.
+# Quick: post hoc, quant-loss and GSL once, on a subset, with two-point grids and no ablations
+# (each run costs about a minute on one loaded CPU core, most of it the final evaluation over the
+# whole database; docs/gsl.md).
 QUICK = {"mnist-sup": Schedule(warm=2, fine=2, n_train=10_000, families=(("classification", (32,), None),),
-                               lambdas=(0.1, 1.0), alphas=(0.5,)),
+                               lambdas=(0.1, 1.0), alphas=(0.5,), ablations=False),
          "cifar10-sup": Schedule(warm=4, fine=2, augment=True, families=(("classification", (32,), None),),
-                                 lambdas=(0.1, 1.0), alphas=(0.5,))}
+                                 lambdas=(0.1, 1.0), alphas=(0.5,), ablations=False)}
 MAIN_VARIANTS = ("float", "post-hoc", "quant-loss", "gsl", "gsl+qloss", "gsl-late")
 
 
@@ -107,10 +111,10 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
         study = Study(load_protocol(name), schedules[name], family, options.device, runs, options.progress)
         tuning[f"{name}/{family}"] = study.tune()
         seed_list = range(options.n_seeds if seeds is None else min(seeds, options.n_seeds))
-        for ablations in (False, True):
+        for ablations in (False, True) if schedules[name].ablations else (False,):
             for seed in seed_list:
                 records += study.seed_runs(seed, [b for b in bits_list if b in bits], ablations)
-                done = i == len(plan) - 1 and ablations and seed == seed_list[-1]
+                done = i == len(plan) - 1 and ablations == schedules[name].ablations and seed == seed_list[-1]
                 result = write_outputs(out_dir, records, tuning, schedules, options.n_seeds,
                                        time.perf_counter() - started, done)
     return result or write_outputs(out_dir, records, tuning, schedules, options.n_seeds, 0.0, True)
