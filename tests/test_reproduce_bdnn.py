@@ -10,7 +10,8 @@ from deepcodes.reproduce import bdnn as rep
 
 def _row(protocol, method, bits, seed, m, trained_on=None):
     return {"protocol": protocol, "trained_on": trained_on or protocol, "method": method, "bits": bits,
-            "seed": seed, "map": m, "fit_seconds": 10.0 + seed, "fit_peak_mb": 100.0}
+            "seed": seed, "map": m, "fit_seconds": 10.0 + seed, "fit_peak_mb": 100.0,
+            "load_average": [0.5 + seed, 1.0 + seed], "torch_threads": 1}
 
 
 def test_summary_tables_and_claims_over_seeds():
@@ -23,10 +24,15 @@ def test_summary_tables_and_claims_over_seeds():
     uh = next(s for s in summary if s["protocol"] == "sift10k" and s["method"] == "uh-bdnn")
     assert uh["map"] == pytest.approx(0.42) and uh["map_std"] == pytest.approx(np.std([0.40, 0.42, 0.44]))
     assert uh["fit_seconds"] == pytest.approx(11.0) and uh["n_seeds"] == 3
-    table = rep._map_table(summary, (32,))
-    assert "| sift10k | uh-bdnn | 0.4200 ± 0.0163 |" in table
-    cost = rep._cost_table(summary, (32,))
-    assert "sift10k" in cost and "mnist-unsup-10k" not in cost      # costs once per training set
+    tables = rep._protocol_tables(summary)
+    sift, mnist10k = tables.split("**mnist-unsup-10k**")
+    assert "| method | 32 bits | fit s (32) | peak MB (32) |" in sift
+    assert "| uh-bdnn | 0.4200 ± 0.0163 | 11.0 ± 0.8 | 100 |" in sift
+    assert "seeds per cell: 3" in sift and "0.50–3.00" in sift and "torch threads: 1" in sift
+    # Costs once per training set: the evaluation-only protocol has mAP columns only.
+    assert "| method | 32 bits |\n" in mnist10k and "fitted on mnist-unsup" in mnist10k
+    one_seed = rep._protocol_tables(rep._summary([r for r in rows if r["seed"] == 0]))
+    assert "| uh-bdnn | 0.4000 | 10.0 | 100 |" in one_seed     # no ± over a single seed
     claims = {c["claim"]: c for c in rep._claims(summary, (32,))}
     assert claims["sift10k 32 bits: UH-BDNN > ITQ"]["holds"]
     assert not claims["sift10k 32 bits: UH-BDNN > DH > ITQ"]["holds"]
@@ -47,7 +53,7 @@ def test_run_fits_once_evaluates_every_protocol_of_the_training_set_and_resumes(
     monkeypatch.setattr(rep, "QUICK_BITS", (16,))
     monkeypatch.setattr(rep, "QUICK_OPTIONS", {"n_outer": 1, "n_inner": 5})
     out = rep.run(tmp_path, ReproduceOptions(quick=True))
-    assert "| digits-sup | sh-bdnn |" in out["table"] and "SH-BDNN > SDH, ITQ" in out["table"]
+    assert "**digits-sup**" in out["table"] and "| sh-bdnn |" in out["table"] and "SH-BDNN > SDH, ITQ" in out["table"]
     saved = json.loads((tmp_path / "bdnn.json").read_text())
     sh = next(r for r in saved["runs"] if r["method"] == "sh-bdnn")
     assert sh["options"] == {"n_outer": 1, "n_inner": 5} and len(sh["history"]) == 2

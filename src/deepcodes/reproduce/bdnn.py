@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data import load_protocol
 from ..eval import TIE_RULE, markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
@@ -91,8 +93,11 @@ def _run_one(method: str, bits: int, protocol_name: str, seed: int, options: dic
         except (OSError, json.JSONDecodeError, KeyError):
             log.warning("ignoring unreadable run file %s", path)
     protocol = load_protocol(protocol_name)
+    load_before = os.getloadavg()[0]
     with PeakMemory() as peak:
         coder = fit_method(method, bits, protocol, random_state=seed, **options)
+    # The machine is shared: the 1-minute load average before and after the fit goes with its time.
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     history = getattr(coder, "history_", None)
     rows = []
     for name in (protocol_name,) + ALSO_EVALUATED.get(protocol_name, ()):
@@ -101,7 +106,8 @@ def _run_one(method: str, bits: int, protocol_name: str, seed: int, options: dic
                      "options": options, "map": result["map"],
                      "precision_at_100": result["precision_at_k"].get("100"),
                      "precision_radius2": result.get("precision_radius2"), "pr_curve": result["pr_curve"],
-                     "fit_seconds": result["fit_seconds"], "fit_peak_mb": peak.mb,
+                     "fit_seconds": result["fit_seconds"], "fit_peak_mb": peak.mb, "load_average": load,
+                     "torch_threads": torch.get_num_threads(),
                      "best_iteration": getattr(coder, "best_iteration_", None), "history": history})
     write_json(path, {"rows": rows})
     return rows
@@ -113,7 +119,8 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def _summary(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation (ddof 0) over seeds per (protocol, method, bits)."""
+    """Mean and standard deviation (ddof 0) over seeds per (protocol, method, bits), with the range
+    of the load average around the fits and the torch thread counts."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["protocol"], row["method"], row["bits"]), []).append(row)
@@ -123,6 +130,9 @@ def _summary(rows: list[dict]) -> list[dict]:
                  "n_seeds": len(members)}
         for name in ("map", "fit_seconds", "fit_peak_mb"):
             entry[name], entry[f"{name}_std"] = _mean_std(r[name] for r in members)
+        loads = [v for r in members for v in r.get("load_average") or ()]
+        entry["load_min"], entry["load_max"] = (min(loads), max(loads)) if loads else (None, None)
+        entry["torch_threads"] = sorted({r["torch_threads"] for r in members if r.get("torch_threads")})
         out.append(entry)
     return out
 
@@ -136,18 +146,45 @@ def _table(summary: list[dict], cells) -> list[dict]:
     return list(rows.values())
 
 
-def _map_table(summary: list[dict], bits: tuple[int, ...]) -> str:
-    rows = _table(summary, lambda s: {f"{s['bits']} bits": f"{s['map']:.4f} ± {s['map_std']:.4f}"})
-    return markdown_table(rows, ["protocol", "method"] + [f"{b} bits" for b in bits])
+def _mean_pm(s: dict, name: str, fmt: str) -> str:
+    """``mean ± std`` over the seeds, or the single value when one seed was run."""
+    mean = format(s[name], fmt)
+    return f"{mean} ± {format(s[f'{name}_std'], fmt)}" if s["n_seeds"] > 1 else mean
 
 
-def _cost_table(summary: list[dict], bits: tuple[int, ...]) -> str:
-    """Fit time and peak memory of each method, once per training set."""
-    rows = _table([s for s in summary if s["protocol"] == s["trained_on"]],
-                  lambda s: {f"fit s ({s['bits']})": f"{s['fit_seconds']:.1f} ± {s['fit_seconds_std']:.1f}",
-                             f"peak MB ({s['bits']})": f"{s['fit_peak_mb']:.0f}"})
-    return markdown_table(rows, ["protocol", "method"] + [f"fit s ({b})" for b in bits]
-                          + [f"peak MB ({b})" for b in bits])
+def _protocol_tables(summary: list[dict]) -> str:
+    """One table per evaluated protocol: a row per method, a column per measured code length for
+    the mAP and, on the training protocol, the fit time and peak memory; then the seeds, the load
+    average around the fits and the torch threads. Lengths not measured have no column."""
+    parts = []
+    for protocol in dict.fromkeys(s["protocol"] for s in summary):
+        members = [s for s in summary if s["protocol"] == protocol]
+        bits = sorted({s["bits"] for s in members})
+        own = members[0]["trained_on"] == protocol
+        columns = ["method"] + [f"{b} bits" for b in bits]
+        if own:
+            columns += [f"fit s ({b})" for b in bits] + [f"peak MB ({b})" for b in bits]
+
+        def cells(s):
+            out = {f"{s['bits']} bits": _mean_pm(s, "map", ".4f")}
+            if own:
+                out[f"fit s ({s['bits']})"] = _mean_pm(s, "fit_seconds", ".1f")
+                out[f"peak MB ({s['bits']})"] = "" if np.isnan(s["fit_peak_mb"]) else f"{s['fit_peak_mb']:.0f}"
+            return out
+
+        seeds = sorted({s["n_seeds"] for s in members})
+        loads = [v for s in members for v in (s["load_min"], s["load_max"]) if v is not None]
+        threads = sorted({t for s in members for t in s["torch_threads"]})
+        note = [f"seeds per cell: {'/'.join(map(str, seeds))}"]
+        if own:
+            note.append("fit load average (1 min, before and after each fit): "
+                        + (f"{min(loads):.2f}–{max(loads):.2f}" if loads else "not recorded"))
+            if threads:
+                note.append(f"torch threads: {'/'.join(map(str, threads))}")
+        else:
+            note.append(f"the models fitted on {members[0]['trained_on']} (their fit costs are in its table)")
+        parts.append(f"**{protocol}** ({'; '.join(note)})\n\n" + markdown_table(_table(members, cells), columns))
+    return "\n".join(parts)
 
 
 def _claims(summary: list[dict], bits: tuple[int, ...]) -> list[dict]:
@@ -230,10 +267,9 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
         "is chosen on a validation split carved from the training set, never on the queries. The models "
         "fitted for mnist-unsup / mnist-sup are also evaluated on mnist-unsup-10k / mnist-sup-10k.", "",
         markdown_table(size_rows, ["protocol", "train", "database", "queries", "dim", "relevance"]),
-        _map_table(summary, bits),
-        "Fit time (seconds, mean ± std over seeds, on this machine's CPU threads) and peak resident memory of "
-        "the process during the fit (MB, mean; it includes the loaded protocols):", "",
-        _cost_table(summary, bits),
+        "mAP, fit time (seconds, on this machine's CPU threads) and peak resident memory of the process during "
+        "the fit (MB, mean over seeds; it includes the loaded protocols); mean ± std (ddof 0) over seeds:", "",
+        _protocol_tables(summary),
         "Paper's claims, mean mAP:", "",
         markdown_table(claims, ["claim", "holds", "values", "largest std"]) if claims else "(none measured)\n",
     ])
