@@ -52,8 +52,17 @@ def test_run_fits_once_evaluates_every_protocol_of_the_training_set_and_resumes(
     monkeypatch.setattr(rep, "SUP_METHODS", ("sh-bdnn", "itq"))
     monkeypatch.setattr(rep, "QUICK_BITS", (16,))
     monkeypatch.setattr(rep, "QUICK_OPTIONS", {"n_outer": 1, "n_inner": 5})
+    fitted = []
+    real_fit = rep.fit_method
+
+    def recording_fit(method, *args, **kwargs):
+        fitted.append(method)
+        return real_fit(method, *args, **kwargs)
+
+    monkeypatch.setattr(rep, "fit_method", recording_fit)
     out = rep.run(tmp_path, ReproduceOptions(quick=True))
-    assert "**digits-sup**" in out["table"] and "| sh-bdnn |" in out["table"] and "SH-BDNN > SDH, ITQ" in out["table"]
+    assert fitted == ["itq", "sh-bdnn"]      # the baseline first; the table keeps the plan's order
+    assert "**digits-sup**" in out["table"] and out["table"].index("| sh-bdnn |") < out["table"].index("| itq |") and "SH-BDNN > SDH, ITQ" in out["table"]
     saved = json.loads((tmp_path / "bdnn.json").read_text())
     sh = next(r for r in saved["runs"] if r["method"] == "sh-bdnn")
     assert sh["options"] == {"n_outer": 1, "n_inner": 5} and len(sh["history"]) == 2

@@ -235,9 +235,12 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     rows = []
     total = len(plan) * len(bits) * len(seed_list)
     done = 0
-    # Seeds outermost: a partial run already holds complete tables for its first seeds.
+    # Seeds outermost: a partial run already holds complete tables for its first seeds. Within a
+    # seed the shallow baselines are fitted first (seconds against minutes), so that a run stopped
+    # during a deep coder already has them; the tables keep the plan's order.
+    fit_order = sorted(plan, key=lambda pm: pm[1] in DEEP)
     for seed in seed_list:
-        for protocol_name, method in plan:
+        for protocol_name, method in fit_order:
             for b in bits:
                 new = _run_one(method, b, protocol_name, seed, _options(method, options), runs)
                 rows.extend(new)
@@ -246,6 +249,7 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
                     log.warning("[%d/%d] %s %s %d bits seed %d: mAP %s (fit %.0fs, %.0fs elapsed)", done, total,
                                 protocol_name, method, b, seed, " / ".join(f"{r['map']:.4f}" for r in new),
                                 new[0]["fit_seconds"] or 0.0, time.perf_counter() - started)
+    rows.sort(key=lambda r: plan.index((r["trained_on"], r["method"])))
     summary = _summary(rows)
     claims = _claims(summary, bits)
     names = list(dict.fromkeys(r["protocol"] for r in rows))
