@@ -6,6 +6,7 @@ import pytest
 from deepcodes.errors import InputError
 from deepcodes.reproduce import ReproduceOptions
 from deepcodes.reproduce import bdnn as rep
+from deepcodes.reproduce import gsl, supervised
 
 
 def _row(protocol, method, bits, seed, m, trained_on=None):
@@ -75,11 +76,18 @@ def test_run_fits_once_evaluates_every_protocol_of_the_training_set_and_resumes(
     monkeypatch.setattr(rep, "fit_method", refuse)
     again = rep.run(tmp_path, ReproduceOptions(quick=True))
     assert again["table"] == out["table"]
+    only = rep.run(tmp_path, ReproduceOptions(quick=True, methods=("itq",)))["table"]
+    assert "| itq |" in only and "| sh-bdnn |" not in only
 
 
-def test_schedules():
+def test_schedules_and_methods(tmp_path):
     assert rep._options("uh-bdnn", ReproduceOptions(schedule="paper")) == {"schedule": "paper"}
     assert rep._options("itq", ReproduceOptions(schedule="paper")) == {}
     assert rep._options("dh", ReproduceOptions(quick=True)) == rep.QUICK_OPTIONS
     with pytest.raises(InputError, match="schedule"):
         rep.run("unused", ReproduceOptions(schedule="slow"))
+    with pytest.raises(InputError, match="no method 'pca'"):
+        rep.run(tmp_path, ReproduceOptions(methods=("pca",)))
+    for other in (gsl, supervised):
+        with pytest.raises(InputError, match="choice of methods"):
+            other.run(tmp_path, ReproduceOptions(methods=("itq",)))

@@ -229,8 +229,9 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     runs = out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(options.n_seeds))
-    plan = [(p, m) for p in UNSUPERVISED if p in chosen for m in UNSUP_METHODS] + [
-        (p, m) for p in SUPERVISED if p in chosen for m in SUP_METHODS]
+    methods = options.select_methods(tuple(dict.fromkeys(UNSUP_METHODS + SUP_METHODS)))
+    plan = [(p, m) for p in UNSUPERVISED if p in chosen for m in UNSUP_METHODS if m in methods] + [
+        (p, m) for p in SUPERVISED if p in chosen for m in SUP_METHODS if m in methods]
     started = time.perf_counter()
     rows = []
     total = len(plan) * len(bits) * len(seed_list)
