@@ -38,6 +38,8 @@ def test_summary_tables_and_claims_over_seeds():
     assert claims["sift10k 32 bits: UH-BDNN > ITQ"]["holds"]
     assert not claims["sift10k 32 bits: UH-BDNN > DH > ITQ"]["holds"]
     assert not claims["mnist-unsup-10k 32 bits: DH > ITQ"]["holds"]
+    without_dh = {c["claim"] for c in rep._claims([s for s in summary if s["method"] != "dh"], (32,))}
+    assert without_dh == {"sift10k 32 bits: UH-BDNN > ITQ", "mnist-unsup-10k 32 bits: UH-BDNN > ITQ"}
 
 
 def test_peak_memory_measures_the_block():
