@@ -13,8 +13,9 @@ Speed comes from three things (measured against faiss ``IndexPQ``, see ``bench/b
   and every table offset ``m * K`` becomes an immediate, one byte load and one float add per
   sub-code. Any other M is passed as the length of an array, a run-time value, so that all of them
   share one kernel per K: each compile-time M costs about 13 s of compilation (cached on disk
-  afterwards), and a spot check on 300,000 codes and 64 queries (at a load average of 30, so
-  rough) found the run-time M within 0.98-1.06x of the unrolled kernel's time at M = 8 and 16;
+  afterwards). Unrolling pays where throughput matters: on 500,000 codes, k = 100 and 300 queries
+  a run-time M took 1.18x (M = 8) and 1.42x (M = 16) the unrolled kernel's time (a spot check at
+  a load average of 9-16; for one query it was not slower);
 * queries go in blocks whose tables together stay in L2, over tiles of codes that stay in L1, so
   a code row is fetched from memory once per block rather than once per query;
 * the heap is out of the inner loop: a distance is compared with the query's current k-th and
