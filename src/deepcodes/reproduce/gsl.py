@@ -92,6 +92,8 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     """Run the comparison (``quick``: one seed, 32 bits, short schedules). Returns ``{"table": ...}``."""
     if options.schedule != "default":
         raise InputError(f"reproduce gsl has no schedule {options.schedule!r}")
+    if options.methods:
+        raise InputError("reproduce gsl has no choice of methods (--method)")
     schedules = QUICK if options.quick else SCHEDULES
     chosen, bits = options.select(tuple(schedules), tuple(sorted({b for s in schedules.values()
                                                                   for _, bl, _ in s.families for b in bl})))
