@@ -9,6 +9,10 @@ also stores an int64 id per vector):
 * 9 bytes:  VLQ M=8 + 1 lambda byte | faiss IVFPQ M=8 x 9 bits (72 bits)
 * 16 bytes: VLQ M=15 + 1 lambda byte | IVFADC M=16 | faiss IVFPQ M=16 x 8 bits
 * 17 bytes: VLQ M=16 + 1 lambda byte (the paper's setting) | faiss IVFPQ M=16 x 9 bits (18 bytes)
+* 16 bytes, 4-bit fast scan: VLQ-FS M=28 (``VLQ1024x64,PQ28x4,FastScan``: 14 bytes of packed
+  sub-codes + 1 lambda byte + 1 line-term byte) | faiss IVFPQFastScan M=32 x 4 bits
+  (``IVF1024,PQ32x4fs``); both also against faiss IVFPQ M=16 above
+* 8 bytes, 4-bit fast scan: VLQ-FS M=12 (6 + 1 + 1) | faiss IVFPQFastScan M=16 x 4 bits
 
 Metrics: R@1/10/100, the fraction of queries whose true nearest neighbour is in the top 1/10/100
 (the paper's Recall@R), and 10-recall@10, the mean share of the true 10 nearest in the top 10.
@@ -18,6 +22,10 @@ Timings are the best of ``--repeats`` runs of all queries at once, on the cores 
     python bench/bench_vlq.py --data synthetic --n 1000000      # clustered synthetic set
     python bench/bench_vlq.py --scaling 1000000,3000000         # build/search cost against N (synthetic)
     python bench/bench_vlq.py --from-json bench/results/vlq_sift1m-cifar.json   # redraw tables/plots
+
+With ``--interleave`` every index is built first and the searches run in rounds (every setting of
+every index once per round, ``--repeats`` rounds, best kept), so the shared machine's load drifts
+over all sides alike; the load average is recorded before and after each round.
 """
 from __future__ import annotations
 
@@ -41,13 +49,19 @@ from deepcodes.coders.pq import subsample
 from deepcodes.data.groundtruth import exact_knn
 from deepcodes.index.ivfadc import IVFADCIndex
 from deepcodes.index.vlq import VLQIndex
+from deepcodes.index.vlq_fastscan import VLQFastScanIndex
 
 CONFIGS = [  # (label, kind, M, nbits, byte group)
     ("VLQ M=7", "vlq", 7, 8, 8), ("IVFADC M=8", "ivfadc", 8, 8, 8), ("faiss IVFPQ M=8", "faiss", 8, 8, 8),
     ("VLQ M=8", "vlq", 8, 8, 9), ("faiss IVFPQ M=8x9b", "faiss", 8, 9, 9),
     ("VLQ M=15", "vlq", 15, 8, 16), ("IVFADC M=16", "ivfadc", 16, 8, 16), ("faiss IVFPQ M=16", "faiss", 16, 8, 16),
     ("VLQ M=16", "vlq", 16, 8, 17), ("faiss IVFPQ M=16x9b", "faiss", 16, 9, 17),
+    ("VLQ-FS M=28", "vlqfs", 28, 4, 16), ("faiss IVFPQfs M=32x4", "faissfs", 32, 4, 16),
+    ("VLQ-FS M=12", "vlqfs", 12, 4, 8), ("faiss IVFPQfs M=16x4", "faissfs", 16, 4, 8),
 ]
+FAISS = ("faiss", "faissfs")
+VLQ_KINDS = ("vlq", "vlqfs")
+STYLES = {"vlq": "-o", "vlqfs": "-D", "ivfadc": "--s", "faiss": ":^", "faissfs": ":v"}
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -186,11 +200,12 @@ def batches(base, batch):
     return lambda: ((s, base[s:s + batch]) for s in range(0, base.shape[0], batch))
 
 
-def faiss_ivfpq(centroids, M, nbits, Xt, base, batch):
+def faiss_ivfpq(centroids, M, nbits, Xt, base, batch, fast_scan=False):
     d = centroids.shape[1]
     quantizer = faiss.IndexFlatL2(d)
     quantizer.add(centroids)
-    index = faiss.IndexIVFPQ(quantizer, d, centroids.shape[0], M, nbits)
+    kind = faiss.IndexIVFPQFastScan if fast_scan else faiss.IndexIVFPQ
+    index = kind(quantizer, d, centroids.shape[0], M, nbits)
     index.cp.niter = ARGS.n_iter  # same PQ k-means budget as ours
     # faiss skips the coarse k-means when its quantizer already holds nlist trained centroids
     t0 = time.perf_counter()
@@ -206,14 +221,14 @@ def build(label, kind, M, nbits, centroids, Xt, base, n, args):
     or a chunk function of a streamed set, added a chunk at a time); returns the index and its
     build row."""
     rss0 = reset_peak()
-    if kind == "faiss":
-        index, t_train, t_add = faiss_ivfpq(centroids, M, nbits, Xt, base, args.batch)
+    if kind in FAISS:
+        index, t_train, t_add = faiss_ivfpq(centroids, M, nbits, Xt, base, args.batch, fast_scan=kind == "faissfs")
         per_vec = (index.code_size + 8)
         total = faiss.serialize_index(index).nbytes
-        precomputed = index.precomputed_table.size() * 4
+        precomputed = index.precomputed_table.size() * 4 if kind == "faiss" else 0
     else:
-        cls = VLQIndex if kind == "vlq" else IVFADCIndex
-        extra = {"n_neighbors": args.n_neighbors} if kind == "vlq" else {}
+        cls = {"vlq": VLQIndex, "vlqfs": VLQFastScanIndex, "ivfadc": IVFADCIndex}[kind]
+        extra = {"n_neighbors": args.n_neighbors} if kind in VLQ_KINDS else {}
         index = cls(centroids.shape[1], centroids.shape[0], M=M, n_bits_per_code=nbits, n_iter=args.n_iter,
                     random_state=args.seed, **extra)
         t0 = time.perf_counter()
@@ -228,44 +243,84 @@ def build(label, kind, M, nbits, centroids, Xt, base, n, args):
         t_add = time.perf_counter() - t1
         add_peak = peak_rss() - rss1
         t_train = t1 - t0
-        per_vec = index.code_size + 8
+        # the bytes per code the search reads: VLQ-FS reads packed nibbles, lambda and line-term bytes
+        per_vec = (-(-M // 2) + 2 if kind == "vlqfs" else index.code_size) + 8
         mem = index.memory_bytes()
         precomputed = mem.pop("precomputed")
+        fastscan_mb = mem.pop("fastscan", 0) / 2**20
         total = sum(mem.values())
     row = {"method": label, "kind": kind, "M": M, "nbits": nbits, "code_bytes": per_vec - 8,
            "bytes_per_vector": per_vec, "index_bytes_per_vector": total / n,
            "precomputed_mb": precomputed / 2**20,
            "train_s_after_kmeans": t_train, "add_s": t_add,
            "peak_mb_during_build": (peak_rss() - rss0) / 2**20}
-    if kind != "faiss":
+    if kind not in FAISS:
         row["add_peak_mb"] = add_peak / 2**20
+    if kind == "vlqfs":
+        row["fastscan_layout_mb"] = fastscan_mb
     return index, row
 
 
-def search_grid(index, kind, Q, gt, args):
-    rows = []
+def search_settings(index, kind, Q, args):
+    """``[(setting, run)]``: every setting of the sweep and a function searching all queries with
+    it, returning ``(ids, mean codes scanned per query)``."""
     n_nb = args.n_neighbors
-    if kind == "vlq":
-        grid = [(p, w) for p in args.vlq_nprobe for w in args.vlq_w if w <= p * n_nb]
+    if kind in VLQ_KINDS:
+        kprimes = args.fs_kprime if kind == "vlqfs" else [None]
+        grid = [(p, w, kp) for p in args.vlq_nprobe for w in args.vlq_w if w <= p * n_nb for kp in kprimes]
     else:
-        nlist = index.nlist if kind == "faiss" else index.n_centroids
-        grid = [(p, None) for p in args.nprobe if p <= nlist]
-    for nprobe, w in grid:
-        if kind == "faiss":
-            index.nprobe = nprobe
-
-            def run():
+        nlist = index.nlist if kind in FAISS else index.n_centroids
+        grid = [(p, None, None) for p in args.nprobe if p <= nlist]
+    out = []
+    for nprobe, w, kprime in grid:
+        if kind in FAISS:
+            def run(nprobe=nprobe):
+                index.nprobe = nprobe
                 faiss.cvar.indexIVF_stats.reset()
                 d, i = index.search(Q, args.k)
                 return i, faiss.cvar.indexIVF_stats.ndis / len(Q)
         else:
-            def run():
-                d, i, scanned = index.search(Q, args.k, nprobe=nprobe, w=w, return_scanned=True) if kind == "vlq" \
-                    else index.search(Q, args.k, nprobe=nprobe, return_scanned=True)
+            params = {"nprobe": nprobe, "return_scanned": True}
+            params.update({"w": w} if kind in VLQ_KINDS else {})
+            params.update({"kprime": kprime} if kprime is not None else {})
+
+            def run(params=params):
+                d, i, scanned = index.search(Q, args.k, **params)
                 return i, float(scanned.mean())
+        out.append(({"nprobe": nprobe, "w": w, "kprime": kprime}, run))
+    return out
+
+
+def search_grid(index, kind, Q, gt, args):
+    rows = []
+    for setting, run in search_settings(index, kind, Q, args):
         t, (ids, scanned) = timed(run, args.repeats)
-        rows.append({"nprobe": nprobe, "w": w, "scanned": scanned, "qps": len(Q) / t, **recalls(ids, gt)})
+        rows.append({**setting, "scanned": scanned, "qps": len(Q) / t, **recalls(ids, gt)})
     return rows
+
+
+def interleaved_grids(indexes, Q, gt, args):
+    """Every setting of every index, ``args.repeats`` rounds, best time kept: ``({label: rows},
+    [load average before/after each round])``."""
+    runs = {label: search_settings(index, kind, Q, args) for label, (index, kind) in indexes.items()}
+    best = {label: [np.inf] * len(r) for label, r in runs.items()}
+    found = {label: [None] * len(r) for label, r in runs.items()}
+    loads = []
+    for _ in range(args.repeats):
+        before = os.getloadavg()[0]
+        for label, settings in runs.items():
+            for j, (_, run) in enumerate(settings):
+                t = time.perf_counter()
+                out = run()
+                best[label][j] = min(best[label][j], time.perf_counter() - t)
+                found[label][j] = out
+        loads.append((before, os.getloadavg()[0]))
+        print(f"round: load {loads[-1][0]:.1f} -> {loads[-1][1]:.1f}", flush=True)
+    results = {}
+    for label, settings in runs.items():
+        results[label] = [{**setting, "scanned": found[label][j][1], "qps": len(Q) / best[label][j],
+                           **recalls(found[label][j][0], gt)} for j, (setting, _) in enumerate(settings)]
+    return results, loads
 
 
 def pareto(points, key):
@@ -283,7 +338,9 @@ def equal_speed_table(results, key):
     """For each faiss point, the best recall of VLQ (same or one byte fewer/more group) at >= its qps."""
     lines = []
     pairs = [("VLQ M=7", "faiss IVFPQ M=8"), ("VLQ M=8", "faiss IVFPQ M=8x9b"), ("VLQ M=8", "faiss IVFPQ M=8"),
-             ("VLQ M=15", "faiss IVFPQ M=16"), ("VLQ M=16", "faiss IVFPQ M=16")]
+             ("VLQ M=15", "faiss IVFPQ M=16"), ("VLQ M=16", "faiss IVFPQ M=16"),
+             ("VLQ-FS M=28", "faiss IVFPQfs M=32x4"), ("VLQ-FS M=28", "faiss IVFPQ M=16"),
+             ("VLQ-FS M=12", "faiss IVFPQfs M=16x4"), ("VLQ-FS M=12", "faiss IVFPQ M=8")]
     for ours, theirs in pairs:
         if ours not in results or theirs not in results:
             continue
@@ -297,6 +354,35 @@ def equal_speed_table(results, key):
     return lines
 
 
+TARGET_PAIRS = [("VLQ M=15", "faiss IVFPQ M=16"), ("VLQ-FS M=28", "faiss IVFPQ M=16"),
+                ("VLQ-FS M=28", "faiss IVFPQfs M=32x4"), ("VLQ-FS M=12", "faiss IVFPQfs M=16x4")]
+
+
+def qps_at(rows, key, target):
+    """The highest qps among settings reaching ``key`` >= target (None if none does)."""
+    fast = [r for r in rows if r[key] >= target]
+    return max(fast, key=lambda r: r["qps"]) if fast else None
+
+
+def target_table(results, key="R@10", targets=(0.5, 0.7, 0.8)):
+    """Lines of the issue-12 target table: for each pair and recall target, each side's fastest setting
+    reaching it and the ratio of their queries/s."""
+    L = [f"| ours | faiss | {key} target | ours setting | ours qps | faiss nprobe | faiss qps | ours / faiss |",
+         "|---|---|---|---|---|---|---|---|"]
+    for ours, theirs in TARGET_PAIRS:
+        if ours not in results or theirs not in results:
+            continue
+        for target in targets:
+            a, b = qps_at(results[ours], key, target), qps_at(results[theirs], key, target)
+            sa = "not reached" if a is None else f"({a['nprobe']}, {a['w']}" + (f", k'={a['kprime']}" if a.get("kprime") else "") + f") {a[key]:.3f}"
+            sb = "not reached" if b is None else f"{b['nprobe']} ({b[key]:.3f})"
+            ratio = f"{a['qps'] / b['qps']:.2f}x" if a is not None and b is not None else "-"
+            qa = "" if a is None else f"{a['qps']:.0f}"
+            qb = "" if b is None else f"{b['qps']:.0f}"
+            L.append(f"| {ours} | {theirs} | {target} | {sa} | {qa} | {sb} | {qb} | {ratio} |")
+    return L
+
+
 def plot(results, path, title):
     import matplotlib
 
@@ -304,7 +390,7 @@ def plot(results, path, title):
     import matplotlib.pyplot as plt
 
     groups = [(8, 9), (16, 17)]
-    metrics = ["R@1", "R@10", "R@100", "10-recall@10"]
+    metrics = [m for m in ("R@1", "R@10", "R@100", "10-recall@10") if m in next(iter(results.values()))[0]]
     fig, axes = plt.subplots(len(groups), len(metrics), figsize=(5 * len(metrics), 4.2 * len(groups)), squeeze=False)
     for gi, grp in enumerate(groups):
         for mi, key in enumerate(metrics):
@@ -313,8 +399,8 @@ def plot(results, path, title):
                 info = rows[0]
                 if info["group"] not in grp:
                     continue
-                pts = pareto(rows, key) if info["kind"] == "vlq" else sorted(rows, key=lambda r: r["qps"])
-                style = {"vlq": "-o", "ivfadc": "--s", "faiss": ":^"}[info["kind"]]
+                pts = pareto(rows, key) if info["kind"] in VLQ_KINDS else sorted(rows, key=lambda r: r["qps"])
+                style = STYLES[info["kind"]]
                 ax.plot([r[key] for r in pts], [r["qps"] for r in pts], style, ms=4,
                         label=f"{label} ({info['code_bytes']} B)")
             ax.set_yscale("log")
@@ -348,7 +434,7 @@ def plot_scanned(results, path, title):
                 info = rows[0]
                 if info["group"] not in grp:
                     continue
-                if info["kind"] == "vlq":
+                if info["kind"] in VLQ_KINDS:
                     # the best recall reached within each budget of codes scanned
                     pts = sorted(rows, key=lambda r: (r["scanned"], -r[key]))
                     front, best = [], -1.0
@@ -359,7 +445,7 @@ def plot_scanned(results, path, title):
                     pts = front
                 else:
                     pts = sorted(rows, key=lambda r: r["scanned"])
-                style = {"vlq": "-o", "ivfadc": "--s", "faiss": ":^"}[info["kind"]]
+                style = STYLES[info["kind"]]
                 ax.plot([r["scanned"] for r in pts], [r[key] for r in pts], style, ms=4,
                         label=f"{label} ({info['code_bytes']} B)")
             ax.set_xscale("log")
@@ -409,12 +495,17 @@ def markdown(desc, setup, builds, results, path):
             else:
                 L.append(f"| {ours} | {theirs} | {f['nprobe']} | {f['qps']:.0f} | {f[key]:.3f} | "
                          f"({best['nprobe']}, {best['w']}) | {best['qps']:.0f} | {best[key]:.3f} | {best[key] - f[key]:+.3f} |")
+    for key in ("R@1", "R@10"):
+        L += [f"\n## queries/s at {key} targets\n",
+              "Each side's fastest setting reaching the target; ratio of queries/s (issue 12's target: >= 1.0).\n"]
+        L += target_table(results, key, (0.3, 0.33) if key == "R@1" else (0.5, 0.7, 0.8))
     L += ["\n## Every setting\n",
-          "| method | code bytes | nprobe | w | codes scanned/query | qps | R@1 | R@10 | R@100 | 10-recall@10 |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| method | code bytes | nprobe | w | kprime | codes scanned/query | qps | R@1 | R@10 | R@100 | 10-recall@10 |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, rows in results.items():
         for r in rows:
-            L.append(f"| {label} | {r['code_bytes']} | {r['nprobe']} | {fmt_w(r['w'])} | {r['scanned']:.0f} | {r['qps']:.0f} | "
+            L.append(f"| {label} | {r['code_bytes']} | {r['nprobe']} | {fmt_w(r['w'])} | {fmt_w(r.get('kprime'))} | "
+                     f"{r['scanned']:.0f} | {r['qps']:.0f} | "
                      f"{r['R@1']:.3f} | {r['R@10']:.3f} | {r.get('R@100', float('nan')):.3f} | {r['10-recall@10']:.3f} |")
     Path(path).write_text("\n".join(L) + "\n")
 
@@ -426,29 +517,48 @@ def run_curves(args):
     n_centroids = args.n_centroids or (1024 if base.shape[0] >= 500_000 else 64)
     rng = np.random.default_rng(args.seed)
     Xt = np.ascontiguousarray(subsample(base, args.max_train, rng), dtype=np.float32)
-    t = time.perf_counter()
-    centroids = kmeans(Xt, n_centroids, n_iter=args.n_iter, seed=args.seed)
-    t_kmeans = time.perf_counter() - t
+    cached = Path(args.centroids_cache) if args.centroids_cache else None
+    if cached is not None and cached.is_file():
+        with np.load(cached, allow_pickle=False) as z:
+            centroids, t_kmeans = z["centroids"], float(z["seconds"])
+        if centroids.shape != (n_centroids, base.shape[1]):
+            raise SystemExit(f"{cached} holds centroids of shape {centroids.shape}, not ({n_centroids}, {base.shape[1]})")
+    else:
+        t = time.perf_counter()
+        centroids = kmeans(Xt, n_centroids, n_iter=args.n_iter, seed=args.seed)
+        t_kmeans = time.perf_counter() - t
+        if cached is not None:
+            np.savez(cached, centroids=centroids, seconds=t_kmeans)
     setup = (f"First level: one faiss k-means, {n_centroids} centroids, {args.n_iter} iterations on {Xt.shape[0]:,} "
              f"sampled vectors ({t_kmeans:.1f} s), shared by every index (faiss's quantizer is pre-filled with it). "
              f"Residual PQ and the VLQ lambda codebook: {args.n_iter} k-means iterations on the same sample. "
              f"VLQ: n_neighbors={args.n_neighbors}. k={args.k}; {len(Q)} queries searched in one batch; "
              f"timings best of {args.repeats}; faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads, "
              f"numba with the same cores; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']} for both; "
-             f"load average {os.getloadavg()[0]:.1f}.")
+             f"load average {os.getloadavg()[0]:.1f}"
+             + (f"; k-means centroids cached in {cached}" if cached is not None else "")
+             + (f"; searches interleaved over all indexes, {args.repeats} rounds" if args.interleave else "") + ".")
     print(setup, flush=True)
-    builds, results = [], {}
+    builds, results, indexes = [], {}, {}
     wanted = [c for c in CONFIGS if c[0] in args.methods] if args.methods else CONFIGS
     for label, kind, M, nbits, group in wanted:
         index, row = build(label, kind, M, nbits, centroids, Xt, base, base.shape[0], args)
+        row["group"] = group
         builds.append(row)
         print(json.dumps(row), flush=True)
-        rows = search_grid(index, kind, Q, gt, args)
-        for r in rows:
+        if args.interleave:
+            indexes[label] = (index, kind)
+            continue
+        results[label] = search_grid(index, kind, Q, gt, args)
+        del index
+    if args.interleave:
+        results, loads = interleaved_grids(indexes, Q, gt, args)
+        setup += " Load average before/after each round: " + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in loads) + "."
+        del indexes
+    for (label, kind, M, nbits, group), row in zip(wanted, builds):
+        for r in results[label]:
             r.update({"method": label, "kind": kind, "group": group, "code_bytes": row["code_bytes"]})
             print(json.dumps(r), flush=True)
-        results[label] = rows
-        del index
     stem = out / f"vlq_{name}"
     Path(f"{stem}.json").write_text(json.dumps({"data": desc, "setup": setup, "kmeans_s": t_kmeans,
                                                  "builds": builds, "results": results}, indent=1))
@@ -533,6 +643,11 @@ def main():
     p.add_argument("--methods", type=lambda s: [m.strip() for m in s.split(";") if m.strip()], default=None,
                    help="';'-separated labels to run (default: all)")
     p.add_argument("--scaling", type=ints, default=None, help="synthetic sizes for the scaling run, e.g. 1000000,3000000")
+    p.add_argument("--fs-kprime", type=lambda s: [None if v == "default" else int(v) for v in s.split(",")],
+                   default=[None], help="VLQ-FS shortlist lengths to sweep ('default' = max(4k, 40))")
+    p.add_argument("--interleave", action="store_true", help="build every index, then search in interleaved rounds")
+    p.add_argument("--centroids-cache", default=None, help="npz file: read the shared k-means centroids from it, "
+                                                            "or write them there after computing")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true")

@@ -124,7 +124,8 @@ def coder_factories() -> dict:
 
 def index_factories() -> dict:
     """Class name -> a function returning a small trained and filled index of that class."""
-    from deepcodes.index import ADCIndex, FastScanIndex, HammingIndex, IVFADCIndex, MultiIndexHashing, VLQIndex
+    from deepcodes.index import (ADCIndex, FastScanIndex, HammingIndex, IVFADCIndex, MultiIndexHashing, VLQFastScanIndex,
+                                 VLQIndex)
 
     X, _ = data()
 
@@ -140,6 +141,7 @@ def index_factories() -> dict:
         "FastScanIndex": lambda: filled(FastScanIndex(_pq())),
         "IVFADCIndex": lambda: filled(IVFADCIndex(64, 8, **ivf).train(X)),
         "VLQIndex": lambda: filled(VLQIndex(64, 8, n_neighbors=2, **ivf).train(X)),
+        "VLQFastScanIndex": lambda: filled(VLQFastScanIndex(64, 8, n_neighbors=2, **ivf).train(X)),
     }
     return {name: factory for name, factory in own.items() if name in INDEX_NAMES}
 

@@ -18,7 +18,8 @@ def reference(tables, codes, db_bias, q_bias, k):
     return np.array(out_d, dtype=np.float32), np.array(out_i, dtype=np.int64)
 
 
-# (M, K): four-query groups (small tables), two-query groups (M * K > 2048), K not a power of two
+# (M, K): four-query groups (small tables), two-query groups (M * K > 2048), K not a power of two;
+# M = 3 and 5 take the kernel whose sub-code count is a run-time value, M = 16 the unrolled one
 @pytest.mark.parametrize("M,K", [(3, 16), (16, 256), (5, 200)])
 @pytest.mark.parametrize("nq", [1, 3, 9])
 @pytest.mark.parametrize("ties", [False, True])

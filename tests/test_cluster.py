@@ -65,6 +65,11 @@ def indexes(digits):
     hamming.add(X[:1500], ids=ids)
     adc = ADCIndex(PQ(M=8, random_state=0).fit(X))
     adc.add(X[:1500], ids=ids)
+    # Compile the search kernels here once (small and large k take different kernels), so that the
+    # shard actors load them from numba's disk cache instead of each compiling them again.
+    for index in (hamming, adc):
+        for k in (1, 10, 100):
+            index.search(X[:3], k)
     return X, ids, {"hamming": hamming, "adc": adc}
 
 

@@ -44,10 +44,8 @@ def test_reproduce_supervised_end_to_end(tiny_mnist, tmp_path, monkeypatch):
 
 def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr(rep_gsl, "QUICK", {"tiny-mnist": rep_gsl.Schedule(
-        warm=1, fine=2, families=(("classification", (32,), None),))})
+        warm=1, fine=2, families=(("classification", (32,), None),), lambdas=(0.1, 1.0), alphas=(0.5,))})
     monkeypatch.setattr(rep_gsl, "load_protocol", lambda name: tiny_mnist)
-    monkeypatch.setattr(rep_gsl, "LAMBDAS", (0.1, 1.0))
-    monkeypatch.setattr(rep_gsl, "ALPHAS", (0.5,))
     monkeypatch.setitem(rep_gsl.NETWORK, "max_train", 300)
     out = rep_gsl.run(tmp_path, ReproduceOptions(quick=True))
     data = json.loads((tmp_path / "gsl.json").read_text())
@@ -59,8 +57,21 @@ def test_reproduce_gsl_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     assert late["best_epoch"] == 2            # the only epoch trained with the layer on
     assert data["tuning"]["tiny-mnist/classification"]["lambda"] in (0.1, 1.0)
     assert "gsl >= quant-loss" in out["table"]
+    assert data["complete"] and "Partial" not in out["table"]
+    assert (tmp_path / "gsl_map_vs_bits.png").stat().st_size > 0
     again = rep_gsl.run(tmp_path, ReproduceOptions(quick=True))
     assert again["summary"] == out["summary"]
+
+
+def test_quick_gsl_is_sized_for_minutes():
+    # --quick trains post hoc, quant-loss and GSL once at one length: at most 200,000 training rows
+    # passed through the CNN in all (its measured time under load: docs/gsl.md).
+    total = 0
+    for name, s in rep_gsl.QUICK.items():
+        assert [bits for _, bits, _ in s.families] == [(32,)]
+        runs = len(s.lambdas) + len(s.alphas) + 1 + 4 * s.ablations     # tuning, post hoc, ablations
+        total += (s.warm + s.fine * runs) * (s.n_train or len(load_protocol(name).train))
+    assert total <= 200_000
 
 
 @pytest.mark.parametrize("name", ["gsl", "supervised"])

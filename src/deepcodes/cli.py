@@ -308,7 +308,8 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
               device: str = typer.Option("cpu", "--device", help="torch device for the deep coders (cpu, cuda)."),
               schedule: str = typer.Option("default", "--schedule", help="default, or paper: the authors' training length."),
               protocol: Optional[list[str]] = typer.Option(None, "--protocol", help="Only this protocol (repeatable)."),
-              bits: Optional[list[int]] = typer.Option(None, "--bits", help="Only this code length (repeatable).")):
+              bits: Optional[list[int]] = typer.Option(None, "--bits", help="Only this code length (repeatable)."),
+              method: Optional[list[str]] = typer.Option(None, "--method", help="Only this method (repeatable; bdnn).")):
     """Run a paper's comparison and write a markdown table, JSON and plots."""
     from .reproduce import SCHEDULES, ReproduceOptions
 
@@ -323,7 +324,7 @@ def reproduce(name: str = typer.Argument(..., help=f"One of: {', '.join(REPRODUC
     except ModuleNotFoundError:
         raise InputError(f"reproduction {name!r} is not available in this version") from None
     options = ReproduceOptions(quick=quick, seeds=seeds, progress=progress, device=device, schedule=schedule,
-                               protocols=tuple(protocol or ()), bits=tuple(bits or ()))
+                               protocols=tuple(protocol or ()), bits=tuple(bits or ()), methods=tuple(method or ()))
     summary = module.run(out or Path(f"reproduce-{name}"), options)
     if summary.get("table"):
         typer.echo(summary["table"])

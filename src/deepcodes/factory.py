@@ -9,7 +9,8 @@ sub-quantizers, optionally ``x<nbits>`` bits each, 8 by default):
 * quantizer codes, searched exhaustively: ``PQ<M>,ADC``, ``OPQ<M>,ADC``, ``RQ<M>,ADC``,
   ``GSL-PQ<M>,ADC`` (also ``GSL-OPQ``, ``GSL-RQ``);
 * inverted files with a residual PQ: ``[FRONT,]IVF<lists>,PQ<M>`` and
-  ``[FRONT,]VLQ<centroids>x<neighbours>,PQ<M>``, FRONT one of ``PCA<p>``, ``OPQ<M>``, ``GSL<dim>``,
+  ``[FRONT,]VLQ<centroids>x<neighbours>,PQ<M>``, and ``[FRONT,]VLQ<c>x<n>,PQ<M>x4,FastScan`` (VLQ
+  searched by 4-bit fast scan, as ``PQ<M>x4,FastScan`` is ADC's), FRONT one of ``PCA<p>``, ``OPQ<M>``, ``GSL<dim>``,
   ``UHBDNN<b>``, ``SHBDNN<b>``.
 
 :data:`TOKENS` lists every token with what it builds; the README's table is made from it.
@@ -39,6 +40,8 @@ TOKENS: tuple[tuple[str, str, str], ...] = (
     ("FastScan", "FastScanIndex: 4-bit codes (x4) by 8-bit SIMD tables, shortlist re-ranked exactly", "-"),
     ("IVF<lists>", "IVFADCIndex: k-means inverted file, residual PQ given by the next token", "M"),
     ("VLQ<centroids>x<neighbours>", "VLQIndex: vector-and-line inverted file, residual PQ next", "M + 1"),
+    ("VLQ<c>x<n>,PQ<M>x4,FastScan", "VLQFastScanIndex: VLQ over 4-bit residual codes by 8-bit SIMD tables, "
+     "shortlist re-ranked exactly", "M / 2 + 2 read by the scan"),
     ("PCA<p>", "front of an inverted file: PCA to p dimensions", "-"),
     ("OPQ<M> (before IVF/VLQ)", "front: the rotation of an OPQ with M sub-quantizers", "-"),
     ("GSL<dim>", "front: a GSLQuantizer's network, dim outputs (train(X, y))", "-"),
@@ -49,7 +52,7 @@ _VALID = ("valid specs: CODER<b>,Hamming | CODER<b>,MIH[<m>] (CODER: LSH, ITQ, U
           "b a multiple of 8) | PQ<M>[x<nbits>],ADC | OPQ<M>[x<nbits>],ADC | RQ<M>[x<nbits>],ADC | "
           "PQ<M>x4,FastScan (or OPQ, RQ) | "
           "GSL-PQ<M>,ADC (or GSL-OPQ, GSL-RQ) | [FRONT,]IVF<lists>,PQ<M>[x<nbits>] | "
-          "[FRONT,]VLQ<centroids>x<neighbours>,PQ<M>[x<nbits>] (FRONT: PCA<p>, OPQ<M>, GSL<dim>, "
+          "[FRONT,]VLQ<centroids>x<neighbours>,PQ<M>[x<nbits>] | [FRONT,]VLQ<c>x<n>,PQ<M>x4,FastScan (FRONT: PCA<p>, OPQ<M>, GSL<dim>, "
           "UHBDNN<b>, SHBDNN<b>); e.g. ITQ64,MIH  PQ16,ADC  OPQ16,IVF1024,PQ16  PCA64,VLQ1024x64,PQ16")
 
 _BINARY = re.compile(r"(LSH|ITQ|UHBDNN|SHBDNN|DH|SDH)(\d+)")
@@ -82,6 +85,8 @@ def index_factory(d: int, spec: str, *, random_state=None):
         last = tokens[-1]
         if last == "Hamming" or _MIH.fullmatch(last):
             return _binary(d, tokens, norm, random_state)
+        if last == "FastScan" and len(tokens) >= 3:
+            return _inverted(d, tokens[:-1], norm, random_state, fast_scan=True)
         if last in ("ADC", "FastScan"):
             return _adc(d, tokens, norm, random_state)
         if _RESIDUAL_PQ.fullmatch(last) and len(tokens) >= 2:
@@ -210,21 +215,28 @@ def _front(token: str, d: int, pq_M: int, random_state):
     return fronts.CodeLayer(_binary_coder(token, d, random_state))
 
 
-def _inverted(d, tokens, norm, random_state):
-    from .index import IVFADCIndex, VLQIndex
+def _inverted(d, tokens, norm, random_state, fast_scan=False):
+    from .index import IVFADCIndex, VLQFastScanIndex, VLQIndex
 
     if len(tokens) > 3:
         raise _Refused(f"expected [FRONT,]IVF<lists>,PQ<M> or [FRONT,]VLQ<c>x<n>,PQ<M>, got {len(tokens)} tokens")
     pq = _RESIDUAL_PQ.fullmatch(tokens[-1])
+    if pq is None:
+        raise _Refused(f"{tokens[-1]!r} is not the residual PQ (PQ<M>[x<nbits>]) of an IVF/VLQ")
     M = _number(pq.group(1), "the number of sub-quantizers of the residual PQ")
     nbits = _number(pq.group(2), "bits per sub-code", high=8) if pq.group(2) else 8
     front = _front(tokens[0], d, M, random_state) if len(tokens) == 3 else None
     coarse = tokens[-2]
     common = {"M": M, "n_bits_per_code": nbits, "random_state": random_state, "front": front, "spec": norm}
+    if fast_scan and not _VLQ.fullmatch(coarse):
+        raise _Refused(f"FastScan after an inverted file is built for VLQ<c>x<n>,PQ<M>x4 only, not {coarse!r}")
+    if fast_scan and nbits != 4:
+        raise _Refused(f"FastScan searches 4-bit sub-codes: write {coarse},PQ{M}x4,FastScan")
     if m := _IVF.fullmatch(coarse):
         return IVFADCIndex(d, _number(m.group(1), "the number of IVF lists"), **common)
     if m := _VLQ.fullmatch(coarse):
         n_centroids = _number(m.group(1), "the number of VLQ centroids", low=2)
         n_neighbors = _number(m.group(2), "the VLQ neighbours per centroid", high=n_centroids - 1)
-        return VLQIndex(d, n_centroids, n_neighbors=n_neighbors, **common)
+        cls = VLQFastScanIndex if fast_scan else VLQIndex
+        return cls(d, n_centroids, n_neighbors=n_neighbors, **common)
     raise _Refused(f"{coarse!r} is not an inverted file (IVF<lists> or VLQ<centroids>x<neighbours>) before {tokens[-1]}")

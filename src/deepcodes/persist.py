@@ -90,6 +90,7 @@ CLASS_MODULES: dict[str, str] = {
     "FastScanIndex": "deepcodes.index.fastscan",
     "IVFADCIndex": "deepcodes.index.ivfadc",
     "VLQIndex": "deepcodes.index.vlq",
+    "VLQFastScanIndex": "deepcodes.index.vlq_fastscan",
 }
 
 

@@ -8,5 +8,7 @@ from .hamming import HammingIndex
 from .ivfadc import IVFADCIndex
 from .mih import MultiIndexHashing
 from .vlq import VLQIndex
+from .vlq_fastscan import VLQFastScanIndex
 
-__all__ = ["CodeIndex", "HammingIndex", "ADCIndex", "FastScanIndex", "MultiIndexHashing", "IVFADCIndex", "VLQIndex"]
+__all__ = ["CodeIndex", "HammingIndex", "ADCIndex", "FastScanIndex", "MultiIndexHashing", "IVFADCIndex", "VLQIndex",
+           "VLQFastScanIndex"]

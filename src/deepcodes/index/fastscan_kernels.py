@@ -36,11 +36,20 @@ QUERIES = 4  # queries per pass over a block
 HAVE_AVX2 = bool(llvm.get_host_cpu_features().get("avx2", False))
 
 
-@intrinsic
-def _accumulate_block(typingctx, packed, offset, luts, n_pairs, out):
-    """out[q * 32 + lane] (uint16, 4 queries x 32 lanes) = the table sums of one block of codes
-    starting at byte ``offset`` of ``packed``, for the 4 queries whose tables ``luts`` holds as
-    [pair][query][low, high][32 bytes]. Lane l < 16 is the block's code 2l, lane 16 + l code 2l + 1."""
+def block_accumulator(n_queries: int):
+    """The AVX2 block kernel for ``n_queries`` queries per pass, a numba intrinsic
+    ``(packed, offset, luts, n_pairs, out)``: out[q * 32 + lane] (uint16, n_queries x 32 lanes) = the
+    table sums of one block of codes starting at byte ``offset`` of ``packed``, for the queries whose
+    tables ``luts`` holds as [pair][query][low, high][32 bytes] (from byte 0 of ``luts``). Lane l < 16
+    is the block's code 2l, lane 16 + l code 2l + 1."""
+    def accumulate(typingctx, packed, offset, luts, n_pairs, out):
+        return _block_kernel(n_queries, packed, offset, luts, n_pairs, out)
+
+    accumulate.__name__ = f"accumulate_block_{n_queries}"
+    return intrinsic(accumulate)
+
+
+def _block_kernel(n_queries, packed, offset, luts, n_pairs, out):
     sig = types.void(packed, offset, luts, n_pairs, out)
 
     def codegen(context, builder, signature, args):
@@ -54,8 +63,8 @@ def _accumulate_block(typingctx, packed, offset, luts, n_pairs, out):
         pshufb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32i8, [v32i8, v32i8]),
                                                 "llvm.x86.avx2.pshuf.b")
         zero = ir.Constant(v16i16, None)
-        full = [cgutils.alloca_once_value(builder, zero) for _ in range(QUERIES)]
-        odd = [cgutils.alloca_once_value(builder, zero) for _ in range(QUERIES)]
+        full = [cgutils.alloca_once_value(builder, zero) for _ in range(n_queries)]
+        odd = [cgutils.alloca_once_value(builder, zero) for _ in range(n_queries)]
         nibble = ir.Constant(v32i8, [0x0F] * 32)
         four = ir.Constant(v32i8, [4] * 32)
         eight = ir.Constant(v16i16, [8] * 16)
@@ -68,8 +77,8 @@ def _accumulate_block(typingctx, packed, offset, luts, n_pairs, out):
             codes = load32(codes_ptr, builder.mul(p, ir.Constant(i64, BLOCK)))
             low = builder.and_(codes, nibble)
             high = builder.and_(builder.lshr(codes, four), nibble)
-            pair_luts = builder.mul(p, ir.Constant(i64, QUERIES * 2 * 32))
-            for q in range(QUERIES):
+            pair_luts = builder.mul(p, ir.Constant(i64, n_queries * 2 * 32))
+            for q in range(n_queries):
                 at = builder.add(pair_luts, ir.Constant(i64, q * 64))
                 a = builder.bitcast(builder.call(pshufb, [load32(lut_ptr, at), low]), v16i16)
                 b = builder.bitcast(builder.call(pshufb, [load32(lut_ptr, builder.add(at, ir.Constant(i64, 32))),
@@ -77,7 +86,7 @@ def _accumulate_block(typingctx, packed, offset, luts, n_pairs, out):
                 builder.store(builder.add(builder.load(full[q]), builder.add(a, b)), full[q])
                 builder.store(builder.add(builder.load(odd[q]), builder.add(builder.lshr(a, eight),
                                                                           builder.lshr(b, eight))), odd[q])
-        for q in range(QUERIES):
+        for q in range(n_queries):
             o = builder.load(odd[q])
             even = builder.sub(builder.load(full[q]), builder.shl(o, eight))
             dst = builder.gep(out_ptr, [ir.Constant(i64, q * BLOCK)])
@@ -89,21 +98,26 @@ def _accumulate_block(typingctx, packed, offset, luts, n_pairs, out):
     return sig, codegen
 
 
+_accumulate_block = block_accumulator(QUERIES)
+
+
 @nb.njit(inline="always")
-def _accumulate_block_scalar(packed, offset, luts, n_pairs, out):
-    """What :func:`_accumulate_block` computes, one byte at a time (CPUs without AVX2, and tests)."""
+def accumulate_block_scalar(packed, offset, luts, n_pairs, out):
+    """What a :func:`block_accumulator` kernel computes, one byte at a time (CPUs without AVX2, and
+    tests); the number of queries is ``out.shape[0] // 32``."""
+    n_queries = out.shape[0] // BLOCK
     out[:] = 0
     for p in range(n_pairs):
         for r in range(BLOCK):
             c = packed[offset + p * BLOCK + r]
             lane = r // 2 + 16 * (r % 2)
-            for q in range(QUERIES):
-                at = (p * QUERIES + q) * 64
+            for q in range(n_queries):
+                at = (p * n_queries + q) * 64
                 out[q * BLOCK + lane] += np.uint16(luts[at + (c & 15)]) + np.uint16(luts[at + 32 + (c >> 4)])
 
 
 @nb.njit(inline="always")
-def _lane_position(lane):
+def lane_position(lane):
     """The position within its block of the code a lane holds."""
     return 2 * lane if lane < 16 else 2 * (lane - 16) + 1
 
@@ -134,7 +148,7 @@ def shortlist(luts, packed, n, n_pairs, kprime, simd):
             if simd:
                 _accumulate_block(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
             else:
-                _accumulate_block_scalar(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
+                accumulate_block_scalar(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
             for q in range(QUERIES):
                 w = worst[q]
                 sums = acc[q * BLOCK:(q + 1) * BLOCK]
@@ -146,7 +160,7 @@ def shortlist(luts, packed, n, n_pairs, kprime, simd):
                 for lane in range(BLOCK):
                     d = sums[lane]
                     if d <= w:
-                        i = b * BLOCK + _lane_position(lane)
+                        i = b * BLOCK + lane_position(lane)
                         if i < n:
                             size[q] = heap_offer(heap_d[q], heap_i[q], size[q], kprime, d, i)
                             if size[q] == kprime:

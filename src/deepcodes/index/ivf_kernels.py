@@ -21,6 +21,14 @@ from ..knn.heap import heap_drain, heap_offer
 
 
 @nb.njit(inline="always")
+def result_arrays(nq, k):
+    """A search kernel's outputs before the scan: ``(distances (nq, k) float32 inf, ids (nq, k)
+    int64 -1, codes scanned (nq,) int64 0)``."""
+    return (np.full((nq, k), np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64),
+            np.zeros(nq, dtype=np.int64))
+
+
+@nb.njit(inline="always")
 def _nearest_centroids(dq, nprobe, out_d, out_i):
     """The ``nprobe`` nearest centroids of one query (squared distances ``dq``), ascending."""
     heap_d = np.empty(nprobe, dtype=np.float32)
@@ -32,7 +40,7 @@ def _nearest_centroids(dq, nprobe, out_d, out_i):
 
 
 @nb.njit(inline="always")
-def _query_codebook_dots(q, codebooks_t, out):
+def query_codebook_dots(q, codebooks_t, out):
     """out[m, j] = <q_m, r_mj> for one padded query ``q`` (d_pad,) and the transposed codebooks
     ``codebooks_t`` (M, ds, K).
 
@@ -122,7 +130,7 @@ def segment_residuals(X, centroids, A, B, lam):
 
 
 @nb.njit(inline="always")
-def _nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
+def nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
     """Search steps 1-2 for one query: the ``w`` nearest segments (ascending (distance, list id))
     of the ``nprobe`` nearest centroids, into ``seg_d``/``seg_i``; returns how many were found."""
     n_nb = neighbors.shape[1]
@@ -149,6 +157,20 @@ def _nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
     return size
 
 
+@nb.njit(inline="always")
+def query_segments(dq, q, codebooks_t, K, nprobe, w, neighbors, edge_sq):
+    """What every VLQ scan of one query starts from: ``(qr (M, K) float32, the list ids of its
+    nearest segments ascending)``. Scanned in list-id order, the segments of one centroid A come
+    together, so its table P[A] stays in cache; the result heap makes the order irrelevant to the
+    results."""
+    t = np.empty((codebooks_t.shape[0], K), dtype=np.float32)
+    query_codebook_dots(q, codebooks_t, t)
+    seg_d = np.empty(w, dtype=np.float32)
+    seg_i = np.empty(w, dtype=np.int64)
+    n_seg = nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i)
+    return t, np.sort(seg_i[:n_seg])
+
+
 @nb.njit(parallel=True, cache=True)
 def vlq_segments(dqc, nprobe, w, neighbors, edge_sq):
     """Search steps 1-2 for a batch: ``(segment sqdist (nq, w) float32, list ids (nq, w) int64)``."""
@@ -156,8 +178,29 @@ def vlq_segments(dqc, nprobe, w, neighbors, edge_sq):
     out_d = np.empty((nq, w), dtype=np.float32)
     out_i = np.empty((nq, w), dtype=np.int64)
     for q in nb.prange(nq):
-        _nearest_segments(dqc[q], nprobe, w, neighbors, edge_sq, out_d[q], out_i[q])
+        nearest_segments(dqc[q], nprobe, w, neighbors, edge_sq, out_d[q], out_i[q])
     return out_d, out_i
+
+
+@nb.njit(inline="always")
+def vlq_code_distance(codes, p, PA, PB, t, lam_codebook, b, ab, c):
+    """The VLQ-ADC distance of stored code ``codes[p]`` (M sub-codes, then the lambda byte) on the
+    segment (c_A, c_B) to a query with ``b`` = ||q - c_A||², ``ab`` = ||q - c_B||² - b, ``c`` =
+    ||c_A - c_B||², tables ``PA`` = P[A], ``PB`` = P[B] and ``t`` = qr[q] (float32, in this order,
+    so every kernel that ranks VLQ codes gets the same distances)."""
+    M = PA.shape[0]
+    lm = lam_codebook[codes[p, M]]
+    sa = np.float32(0.0)
+    sb = np.float32(0.0)
+    sq = np.float32(0.0)
+    for m in range(M):
+        j = codes[p, m]
+        sa += PA[m, j]
+        sb += PB[m, j]
+        sq += t[m, j]
+    # ||q - c_A||² + lam(||q - c_B||² - ||q - c_A||²) + (lam² - lam)||c_A - c_B||²
+    #   + sum T_A + lam * sum (T_B - T_A), with T = P - 2 qr (the qr terms cancel in T_B - T_A)
+    return b + lm * ab + (lm * lm - lm) * c + (sa - np.float32(2.0) * sq) + lm * (sb - sa)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -173,21 +216,12 @@ def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_co
     candidates found hold (inf, -1).
     """
     nq = dqc.shape[0]
-    M = P.shape[1]
     n_nb = neighbors.shape[1]
-    out_d = np.full((nq, k), np.inf, dtype=np.float32)
-    out_i = np.full((nq, k), -1, dtype=np.int64)
-    scanned = np.zeros(nq, dtype=np.int64)
+    out_d, out_i, scanned = result_arrays(nq, k)
     for q in nb.prange(nq):
         dq = dqc[q]
-        t = np.empty((M, P.shape[2]), dtype=np.float32)
-        _query_codebook_dots(Qp[q], codebooks_t, t)
-        seg_d = np.empty(w, dtype=np.float32)
-        seg_i = np.empty(w, dtype=np.int64)
-        n_seg = _nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i)
-        # Scan in list-id order: the segments of one centroid A come together, so its table P[A]
-        # stays in cache. The result heap makes the order irrelevant to the results.
-        seg_i = np.sort(seg_i[:n_seg])
+        t, seg_i = query_segments(dq, Qp[q], codebooks_t, P.shape[2], nprobe, w, neighbors, edge_sq)
+        n_seg = seg_i.shape[0]
         heap_d = np.empty(k, dtype=np.float32)
         heap_i = np.empty(k, dtype=np.int64)
         size = 0
@@ -205,18 +239,7 @@ def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_co
             PA = P[A]
             PB = P[B]
             for p in range(start, stop):
-                lm = lam_codebook[codes[p, M]]
-                sa = np.float32(0.0)
-                sb = np.float32(0.0)
-                sq = np.float32(0.0)
-                for m in range(M):
-                    j = codes[p, m]
-                    sa += PA[m, j]
-                    sb += PB[m, j]
-                    sq += t[m, j]
-                # ||q - c_A||² + lam(||q - c_B||² - ||q - c_A||²) + (lam² - lam)||c_A - c_B||²
-                #   + sum T_A + lam * sum (T_B - T_A), with T = P - 2 qr (the qr terms cancel in T_B - T_A)
-                d = b + lm * ab + (lm * lm - lm) * c + (sa - np.float32(2.0) * sq) + lm * (sb - sa)
+                d = vlq_code_distance(codes, p, PA, PB, t, lam_codebook, b, ab, c)
                 size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
             count += stop - start
         scanned[q] = count
@@ -238,13 +261,11 @@ def ivfadc_search(dqc, Qp, codebooks_t, nprobe, k, P, offsets, codes, ids):
     nq = dqc.shape[0]
     M = P.shape[1]
     K = P.shape[2]
-    out_d = np.full((nq, k), np.inf, dtype=np.float32)
-    out_i = np.full((nq, k), -1, dtype=np.int64)
-    scanned = np.zeros(nq, dtype=np.int64)
+    out_d, out_i, scanned = result_arrays(nq, k)
     for q in nb.prange(nq):
         dq = dqc[q]
         t = np.empty((M, P.shape[2]), dtype=np.float32)
-        _query_codebook_dots(Qp[q], codebooks_t, t)
+        query_codebook_dots(Qp[q], codebooks_t, t)
         probe_d = np.empty(nprobe, dtype=np.float32)
         probe_i = np.empty(nprobe, dtype=np.int64)
         _nearest_centroids(dq, nprobe, probe_d, probe_i)

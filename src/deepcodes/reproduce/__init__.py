@@ -21,6 +21,8 @@ class ReproduceOptions:
     schedule : "default" (the fast schedule) or "paper" (the authors' training length, where a
         reproduction has one; the others refuse it).
     protocols, bits : run only these protocols / code lengths of the reproduction's own (empty: all).
+    methods : run only these methods of the reproduction's own (empty: all); a reproduction without
+        a choice of methods refuses it.
     """
 
     quick: bool = False
@@ -30,6 +32,7 @@ class ReproduceOptions:
     schedule: str = "default"
     protocols: tuple[str, ...] = ()
     bits: tuple[int, ...] = ()
+    methods: tuple[str, ...] = ()
 
     @property
     def n_seeds(self) -> int:
@@ -39,6 +42,10 @@ class ReproduceOptions:
         """The reproduction's ``protocols`` and ``bits`` narrowed to those asked for (in the
         reproduction's order); one it does not have is an ``InputError`` listing what it has."""
         return _subset("protocol", protocols, self.protocols), _subset("code length", bits, self.bits)
+
+    def select_methods(self, methods) -> tuple[str, ...]:
+        """The reproduction's ``methods`` narrowed to those asked for, as ``select`` does."""
+        return _subset("method", methods, self.methods)
 
 
 def _subset(what: str, available, asked) -> tuple:

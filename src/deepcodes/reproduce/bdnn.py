@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data import load_protocol
 from ..eval import TIE_RULE, markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
@@ -91,8 +93,11 @@ def _run_one(method: str, bits: int, protocol_name: str, seed: int, options: dic
         except (OSError, json.JSONDecodeError, KeyError):
             log.warning("ignoring unreadable run file %s", path)
     protocol = load_protocol(protocol_name)
+    load_before = os.getloadavg()[0]
     with PeakMemory() as peak:
         coder = fit_method(method, bits, protocol, random_state=seed, **options)
+    # The machine is shared: the 1-minute load average before and after the fit goes with its time.
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     history = getattr(coder, "history_", None)
     rows = []
     for name in (protocol_name,) + ALSO_EVALUATED.get(protocol_name, ()):
@@ -101,7 +106,8 @@ def _run_one(method: str, bits: int, protocol_name: str, seed: int, options: dic
                      "options": options, "map": result["map"],
                      "precision_at_100": result["precision_at_k"].get("100"),
                      "precision_radius2": result.get("precision_radius2"), "pr_curve": result["pr_curve"],
-                     "fit_seconds": result["fit_seconds"], "fit_peak_mb": peak.mb,
+                     "fit_seconds": result["fit_seconds"], "fit_peak_mb": peak.mb, "load_average": load,
+                     "torch_threads": torch.get_num_threads(),
                      "best_iteration": getattr(coder, "best_iteration_", None), "history": history})
     write_json(path, {"rows": rows})
     return rows
@@ -113,7 +119,8 @@ def _mean_std(values) -> tuple[float, float]:
 
 
 def _summary(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation (ddof 0) over seeds per (protocol, method, bits)."""
+    """Mean and standard deviation (ddof 0) over seeds per (protocol, method, bits), with the range
+    of the load average around the fits and the torch thread counts."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["protocol"], row["method"], row["bits"]), []).append(row)
@@ -123,6 +130,9 @@ def _summary(rows: list[dict]) -> list[dict]:
                  "n_seeds": len(members)}
         for name in ("map", "fit_seconds", "fit_peak_mb"):
             entry[name], entry[f"{name}_std"] = _mean_std(r[name] for r in members)
+        loads = [v for r in members for v in r.get("load_average") or ()]
+        entry["load_min"], entry["load_max"] = (min(loads), max(loads)) if loads else (None, None)
+        entry["torch_threads"] = sorted({r["torch_threads"] for r in members if r.get("torch_threads")})
         out.append(entry)
     return out
 
@@ -136,18 +146,45 @@ def _table(summary: list[dict], cells) -> list[dict]:
     return list(rows.values())
 
 
-def _map_table(summary: list[dict], bits: tuple[int, ...]) -> str:
-    rows = _table(summary, lambda s: {f"{s['bits']} bits": f"{s['map']:.4f} ± {s['map_std']:.4f}"})
-    return markdown_table(rows, ["protocol", "method"] + [f"{b} bits" for b in bits])
+def _mean_pm(s: dict, name: str, fmt: str) -> str:
+    """``mean ± std`` over the seeds, or the single value when one seed was run."""
+    mean = format(s[name], fmt)
+    return f"{mean} ± {format(s[f'{name}_std'], fmt)}" if s["n_seeds"] > 1 else mean
 
 
-def _cost_table(summary: list[dict], bits: tuple[int, ...]) -> str:
-    """Fit time and peak memory of each method, once per training set."""
-    rows = _table([s for s in summary if s["protocol"] == s["trained_on"]],
-                  lambda s: {f"fit s ({s['bits']})": f"{s['fit_seconds']:.1f} ± {s['fit_seconds_std']:.1f}",
-                             f"peak MB ({s['bits']})": f"{s['fit_peak_mb']:.0f}"})
-    return markdown_table(rows, ["protocol", "method"] + [f"fit s ({b})" for b in bits]
-                          + [f"peak MB ({b})" for b in bits])
+def _protocol_tables(summary: list[dict]) -> str:
+    """One table per evaluated protocol: a row per method, a column per measured code length for
+    the mAP and, on the training protocol, the fit time and peak memory; then the seeds, the load
+    average around the fits and the torch threads. Lengths not measured have no column."""
+    parts = []
+    for protocol in dict.fromkeys(s["protocol"] for s in summary):
+        members = [s for s in summary if s["protocol"] == protocol]
+        bits = sorted({s["bits"] for s in members})
+        own = members[0]["trained_on"] == protocol
+        columns = ["method"] + [f"{b} bits" for b in bits]
+        if own:
+            columns += [f"fit s ({b})" for b in bits] + [f"peak MB ({b})" for b in bits]
+
+        def cells(s):
+            out = {f"{s['bits']} bits": _mean_pm(s, "map", ".4f")}
+            if own:
+                out[f"fit s ({s['bits']})"] = _mean_pm(s, "fit_seconds", ".1f")
+                out[f"peak MB ({s['bits']})"] = "" if np.isnan(s["fit_peak_mb"]) else f"{s['fit_peak_mb']:.0f}"
+            return out
+
+        seeds = sorted({s["n_seeds"] for s in members})
+        loads = [v for s in members for v in (s["load_min"], s["load_max"]) if v is not None]
+        threads = sorted({t for s in members for t in s["torch_threads"]})
+        note = [f"seeds per cell: {'/'.join(map(str, seeds))}"]
+        if own:
+            note.append("fit load average (1 min, before and after each fit): "
+                        + (f"{min(loads):.2f}–{max(loads):.2f}" if loads else "not recorded"))
+            if threads:
+                note.append(f"torch threads: {'/'.join(map(str, threads))}")
+        else:
+            note.append(f"the models fitted on {members[0]['trained_on']} (their fit costs are in its table)")
+        parts.append(f"**{protocol}** ({'; '.join(note)})\n\n" + markdown_table(_table(members, cells), columns))
+    return "\n".join(parts)
 
 
 def _claims(summary: list[dict], bits: tuple[int, ...]) -> list[dict]:
@@ -161,14 +198,16 @@ def _claims(summary: list[dict], bits: tuple[int, ...]) -> list[dict]:
 
     for b in bits:
         for p in UNSUPERVISED + tuple(q for p in UNSUPERVISED for q in ALSO_EVALUATED.get(p, ())):
-            found = [by.get((p, m, b)) for m in ("uh-bdnn", "dh", "itq")]
-            if None in found:
-                continue
-            uh, dh, itq = (s["map"] for s in found)
-            spread = max(s["map_std"] for s in found)
-            claim(f"{p} {b} bits: UH-BDNN > DH > ITQ", uh > dh > itq, f"{uh:.4f} / {dh:.4f} / {itq:.4f}", spread)
-            claim(f"{p} {b} bits: UH-BDNN > ITQ", uh > itq, f"{uh:.4f} vs {itq:.4f} ({uh - itq:+.4f})", spread)
-            claim(f"{p} {b} bits: DH > ITQ", dh > itq, f"{dh:.4f} vs {itq:.4f} ({dh - itq:+.4f})", spread)
+            uh, dh, itq = (by.get((p, m, b)) for m in ("uh-bdnn", "dh", "itq"))
+            if None not in (uh, dh, itq):
+                claim(f"{p} {b} bits: UH-BDNN > DH > ITQ", uh["map"] > dh["map"] > itq["map"],
+                      f"{uh['map']:.4f} / {dh['map']:.4f} / {itq['map']:.4f}", max(s["map_std"] for s in (uh, dh, itq)))
+            # Each half on its own, also where the third method was not run.
+            for name, one in (("UH-BDNN", uh), ("DH", dh)):
+                if one is not None and itq is not None:
+                    gap = one["map"] - itq["map"]
+                    claim(f"{p} {b} bits: {name} > ITQ", gap > 0, f"{one['map']:.4f} vs {itq['map']:.4f} ({gap:+.4f})",
+                          max(one["map_std"], itq["map_std"]))
         for p in SUPERVISED + tuple(q for p in SUPERVISED for q in ALSO_EVALUATED.get(p, ())):
             sh = by.get((p, "sh-bdnn", b))
             rest = [by[(p, m, b)] for m in ("sdh", "itq") if (p, m, b) in by]
@@ -192,15 +231,19 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     runs = out_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(options.n_seeds))
-    plan = [(p, m) for p in UNSUPERVISED if p in chosen for m in UNSUP_METHODS] + [
-        (p, m) for p in SUPERVISED if p in chosen for m in SUP_METHODS]
+    methods = options.select_methods(tuple(dict.fromkeys(UNSUP_METHODS + SUP_METHODS)))
+    plan = [(p, m) for p in UNSUPERVISED if p in chosen for m in UNSUP_METHODS if m in methods] + [
+        (p, m) for p in SUPERVISED if p in chosen for m in SUP_METHODS if m in methods]
     started = time.perf_counter()
     rows = []
     total = len(plan) * len(bits) * len(seed_list)
     done = 0
-    # Seeds outermost: a partial run already holds complete tables for its first seeds.
+    # Seeds outermost: a partial run already holds complete tables for its first seeds. Within a
+    # seed the shallow baselines are fitted first (seconds against minutes), so that a run stopped
+    # during a deep coder already has them; the tables keep the plan's order.
+    fit_order = sorted(plan, key=lambda pm: pm[1] in DEEP)
     for seed in seed_list:
-        for protocol_name, method in plan:
+        for protocol_name, method in fit_order:
             for b in bits:
                 new = _run_one(method, b, protocol_name, seed, _options(method, options), runs)
                 rows.extend(new)
@@ -209,6 +252,7 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
                     log.warning("[%d/%d] %s %s %d bits seed %d: mAP %s (fit %.0fs, %.0fs elapsed)", done, total,
                                 protocol_name, method, b, seed, " / ".join(f"{r['map']:.4f}" for r in new),
                                 new[0]["fit_seconds"] or 0.0, time.perf_counter() - started)
+    rows.sort(key=lambda r: plan.index((r["trained_on"], r["method"])))
     summary = _summary(rows)
     claims = _claims(summary, bits)
     names = list(dict.fromkeys(r["protocol"] for r in rows))
@@ -230,10 +274,9 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
         "is chosen on a validation split carved from the training set, never on the queries. The models "
         "fitted for mnist-unsup / mnist-sup are also evaluated on mnist-unsup-10k / mnist-sup-10k.", "",
         markdown_table(size_rows, ["protocol", "train", "database", "queries", "dim", "relevance"]),
-        _map_table(summary, bits),
-        "Fit time (seconds, mean ± std over seeds, on this machine's CPU threads) and peak resident memory of "
-        "the process during the fit (MB, mean; it includes the loaded protocols):", "",
-        _cost_table(summary, bits),
+        "mAP, fit time (seconds, on this machine's CPU threads) and peak resident memory of the process during "
+        "the fit (MB, mean over seeds; it includes the loaded protocols); mean ± std (ddof 0) over seeds:", "",
+        _protocol_tables(summary),
         "Paper's claims, mean mAP:", "",
         markdown_table(claims, ["claim", "holds", "values", "largest std"]) if claims else "(none measured)\n",
     ])

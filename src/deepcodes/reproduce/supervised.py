@@ -188,6 +188,8 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
     10,000 MNIST training images, short training."""
     if options.schedule != "default":
         raise InputError(f"reproduce supervised has no schedule {options.schedule!r}")
+    if options.methods:
+        raise InputError("reproduce supervised has no choice of methods (--method)")
     quick = options.quick
     protocols, bits = options.select(PROTOCOLS, (32,) if quick else BITS)
     out_dir = Path(out_dir)
