@@ -81,20 +81,22 @@ def _tile_distances(q, tile, m, W, dist):
 
 
 @nb.njit(inline="always")
-def _ordered_by_distance(cand_d, cand_i, count, n_bits, out_d, out_i):
-    """Counting sort of ``count`` candidates (ids ascending) by distance into ``out_d``/``out_i``:
-    ties stay in id order."""
+def _ordered_by_distance(dist, count, n_bits, out_d, out_pos):
+    """Counting sort of the first ``count`` distances ``dist``: the first ``len(out_d)`` of them in
+    (distance, position) order go to ``out_d``, their positions in ``dist`` to ``out_pos``."""
     hist = np.zeros(n_bits + 2, dtype=np.int64)
     for c in range(count):
-        hist[cand_d[c] + 1] += 1
+        hist[dist[c] + 1] += 1
     for d in range(1, n_bits + 2):
         hist[d] += hist[d - 1]
+    k = out_d.shape[0]
     for c in range(count):
-        d = cand_d[c]
+        d = dist[c]
         p = hist[d]
         hist[d] = p + 1
-        out_d[p] = d
-        out_i[p] = cand_i[c]
+        if p < k:
+            out_d[p] = d
+            out_pos[p] = c
 
 
 @nb.njit(parallel=True, cache=True)
@@ -154,7 +156,10 @@ def _hamming_knn(queries, database, k, n_bits, block, capacity, w_shape):
             cnt = count[j]
             if cnt > k:
                 _compact(cand_d[j], cand_i[j], cnt, k, n_bits)
-            _ordered_by_distance(cand_d[j], cand_i[j], k, n_bits, out_d[q0 + j], out_i[q0 + j])
+            # candidates are kept in id order, so their (distance, position) order is (distance, id)
+            _ordered_by_distance(cand_d[j], k, n_bits, out_d[q0 + j], out_i[q0 + j])
+            for p in range(k):
+                out_i[q0 + j, p] = cand_i[j, out_i[q0 + j, p]]
     return out_d, out_i
 
 
@@ -181,21 +186,8 @@ def _hamming_rank(queries, database, k, n_bits, block, w_shape):
             tile_words = _tile_words(words, i0, m, W, scratch)
             for j in range(nb_q):
                 _tile_distances(queries[q0 + j], tile_words, m, W, dist[j, i0:i0 + m])
-        hist = np.empty(n_bits + 2, dtype=np.int64)
         for j in range(nb_q):
-            dj = dist[j]
-            hist[:] = 0
-            for i in range(n):
-                hist[dj[i] + 1] += 1
-            for d in range(1, n_bits + 2):
-                hist[d] += hist[d - 1]
-            for i in range(n):
-                d = dj[i]
-                p = hist[d]
-                hist[d] = p + 1
-                if p < k:
-                    out_d[q0 + j, p] = d
-                    out_i[q0 + j, p] = i
+            _ordered_by_distance(dist[j], n, n_bits, out_d[q0 + j], out_i[q0 + j])
     return out_d, out_i
 
 
