@@ -9,6 +9,22 @@ from threadpoolctl import threadpool_limits
 faiss.omp_set_num_threads(1)
 threadpool_limits(1)
 
+# Two xdist workers that first call the same uncompiled numba kernel both compile it (numba's disk
+# cache has no lock between processes): on a clean checkout that cost 10-45 s of compilation per
+# kernel, twice. The tests of the indexes whose search kernels take longest to compile (VLQ, VLQ fast
+# scan, multi-index hashing) therefore run on one worker each, the first compile serving the rest.
+_KERNEL_GROUPS = {"vlq-kernels": ("VLQ", "vlq"), "mih-kernels": ("MultiIndexHashing", "mih", "MIH")}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = next((g for g, words in _KERNEL_GROUPS.items() if any(w in item.nodeid for w in words)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def digits():

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..validation import check_int
 from . import datasets
+from ..knn.arrays import read_only
 from .groundtruth import cached_knn
 
 __all__ = ["Protocol", "PROTOCOLS", "load_protocol"]
@@ -108,12 +109,7 @@ def _mnist_parts(all_queries: bool = False):
     if all_queries:
         return X, y, Q, yq
     q = np.sort(np.random.default_rng(0).choice(Q.shape[0], 1000, replace=False))
-    return X, y, _read_only(Q[q]), _read_only(yq[q])
-
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
+    return X, y, read_only(Q[q]), read_only(yq[q])
 
 
 _MNIST_TEXT = ("MNIST, {n_db:,} training images (the reconstructed near-copy, within +-1 grey level of the "

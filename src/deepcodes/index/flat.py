@@ -8,15 +8,8 @@ from .. import nested
 from ..errors import FormatError
 from ..validation import check_codes
 from ..coders.base import fit_with_progress, is_fitted
+from ..knn.arrays import read_only
 from .base import CodeIndex, PendingIds, find_sorted
-
-
-def read_only(arr: np.ndarray) -> np.ndarray:
-    """A read-only view: stored arrays are handed out read-only whether they are mapped from a file
-    or held in memory, so the numba kernels see one array type and compile once."""
-    view = arr.view()
-    view.flags.writeable = False
-    return view
 
 
 class FlatCodes:

@@ -20,7 +20,7 @@ from ..validation import (as_format_errors, check_codes, check_finite_float32, c
                           rng_from)
 from ..coders.base import fit_with_progress, is_fitted
 from .base import CodeIndex, PendingIds, find_sorted
-from .flat import read_only
+from ..knn.arrays import read_only
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,7 @@ class ResidualIVF(CodeIndex):
                np.empty(Q.shape[0], np.int64)]
         for s in range(0, Q.shape[0], batch_size):
             dqc, Qp = self._query_terms(Q[s:s + batch_size])
+            dqc, Qp = read_only(dqc), read_only(Qp)
             for o, r in zip(out, self._scan(dqc, Qp, k, nprobe, offsets, codes, ids, **extra)):
                 o[s:s + batch_size] = r
         return tuple(out) if return_scanned else (out[0], out[1])

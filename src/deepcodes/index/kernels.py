@@ -26,6 +26,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..knn.arrays import read_only
 from ..knn.heap import heap_drain, heap_push, sift_down
 from ..knn.sort import stable_argsort_f32
 
@@ -210,7 +211,8 @@ def adc_knn(tables, codes, db_bias, q_bias, k):
     """
     nq, M, K = tables.shape
     flat, m_shape, k_bits = _shape_args(tables)
-    return _adc_knn(flat, codes, db_bias, q_bias, k, _block(nq, M, 1 << len(k_bits)), m_shape, k_bits)
+    return _adc_knn(read_only(flat), read_only(codes), read_only(db_bias), read_only(q_bias), k,
+                    _block(nq, M, 1 << len(k_bits)), m_shape, k_bits)
 
 
 def adc_rank(tables, codes, db_bias, q_bias, k):
@@ -218,4 +220,5 @@ def adc_rank(tables, codes, db_bias, q_bias, k):
     Arguments and result as :func:`adc_knn`'s; memory ``block * n`` floats per thread."""
     nq, M, K = tables.shape
     flat, m_shape, k_bits = _shape_args(tables)
-    return _adc_rank(flat, codes, db_bias, q_bias, k, _block(nq, M, 1 << len(k_bits)), m_shape, k_bits)
+    return _adc_rank(read_only(flat), read_only(codes), read_only(db_bias), read_only(q_bias), k,
+                     _block(nq, M, 1 << len(k_bits)), m_shape, k_bits)

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..validation import check_int
 from ..knn.hamming import to_words
 from .hamming import HammingIndex
-from .mih_kernels import mih_knn, substring_values
+from .mih_kernels import mih_knn, profile_sample, substring_values
 
 __all__ = ["MultiIndexHashing", "default_n_substrings"]
 
@@ -136,7 +136,7 @@ class MultiIndexHashing(HammingIndex):
             offsets[j, 0] = 0
             np.cumsum(np.bincount(values[j], minlength=n_buckets), out=offsets[j, 1:])
         log.debug("MultiIndexHashing: %d tables of %s-bit substrings over %d codes", m, sub_width.tolist(), n)
-        tables = (tables, offsets, sub_word, sub_off, sub_width)
+        tables = (tables, offsets, sub_word, sub_off, sub_width, profile_sample(words))
         self._tables = (self._store.version, tables)
         return tables
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ..knn.arrays import read_only
 from ..knn.hamming import popcount64
 from ..knn.heap import heap_drain, heap_push, sift_down
 
@@ -54,7 +55,7 @@ VERIFY_NS = 8.0
 VERIFY_NS_PER_WORD = 2.0
 SCAN_NS_PER_WORD = 0.6
 # Database codes a query's distance profile is read from before any probe (a strided sample).
-_PROFILE_CODES = 1024
+PROFILE_CODES = 1024
 # The smallest profile distances the local fit of the lower tail uses.
 _PROFILE_ORDER = 8
 
@@ -67,22 +68,30 @@ def _normal_quantile(p):
                                                                  + 0.001308 * t * t * t))
 
 
+def profile_sample(words: np.ndarray) -> np.ndarray:
+    """The codes a query's distance profile is read from: a strided sample of ``words`` (n, W)
+    uint64, at most ``PROFILE_CODES`` rows and one in 64, copied into one contiguous array so that
+    reading it costs cache hits, not one memory access per sampled code."""
+    n = words.shape[0]
+    s = min(PROFILE_CODES, max(1, n // 64))
+    return np.ascontiguousarray(words[::n // s][:s])
+
+
 @nb.njit(inline="always")
-def _estimated_kth_distance(q, tables, W, k, n_bits):
-    """The query's k-th neighbour distance estimated from its distance profile, the distances to a
-    strided sample of s database codes: the larger of two normal-tail extrapolations to the quantile
-    k / n, one from the profile's mean and deviation (right for random-like codes), one fitted to
-    its 8 smallest distances (closer for learned codes, whose near tail is heavier). Both tend to
-    fall short of the truth on learned codes, which the checks during the search make up for."""
-    n = tables.shape[1]
-    s = min(_PROFILE_CODES, max(1, n // 64))
-    step = n // s
+def _estimated_kth_distance(q, sample, n, W, k, n_bits):
+    """The query's k-th neighbour distance among n codes estimated from its distance profile, the
+    distances to the s codes of ``sample`` (see :func:`profile_sample`): the larger of two
+    normal-tail extrapolations to the quantile k / n, one from the profile's mean and deviation
+    (right for random-like codes), one fitted to its 8 smallest distances (closer for learned
+    codes, whose near tail is heavier). Both tend to fall short of the truth on learned codes, which
+    the checks during the search make up for."""
+    s = sample.shape[0]
     J = min(_PROFILE_ORDER, s)
     low = np.full(J, n_bits + 1.0)
     total = 0.0
     total_sq = 0.0
     for t in range(s):
-        row = tables[0, t * step]
+        row = sample[t]
         acc = np.uint64(0)
         for w in range(W):
             acc += popcount64(q[w] ^ row[w])
@@ -114,7 +123,7 @@ def _estimated_kth_distance(q, tables, W, k, n_bits):
 
 
 @nb.njit(parallel=True, cache=True)
-def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, k, budget, w_shape):
+def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, budget, w_shape):
     """Exact Hamming k-NN by multi-index hashing (Norouzi, Punjani & Fleet, 2012).
 
     ``tables`` (m, n, W + 1) holds, for each substring j, every code sorted by its substring-j
@@ -158,7 +167,7 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, k, budget, 
         qsub = np.empty(m, dtype=np.uint64)
         for j in range(m):
             qsub[j] = _substring(q, sub_word[j], sub_off[j], sub_width[j])
-        estimate = _estimated_kth_distance(q, tables, W, k, n_bits)
+        estimate = _estimated_kth_distance(q, sample, n, W, k, n_bits)
         heap_d = np.empty(k, dtype=np.int64)
         heap_i = np.empty(k, dtype=np.int64)
         x = np.empty(W, dtype=np.uint64)
@@ -249,7 +258,9 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, k, budget, 
     return out_d, out_i, work
 
 
-def mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, k, budget):
-    """Exact Hamming k-NN by multi-index hashing (see :func:`_mih_knn`): ``(distances (nq, k)
-    int32, ids (nq, k) int64, work (nq,) int64)``, rows with ``work == -1`` left to the caller."""
-    return _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, k, budget, (0,) * queries.shape[1])
+def mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, budget):
+    """Exact Hamming k-NN by multi-index hashing (see :func:`_mih_knn`; ``sample`` is
+    :func:`profile_sample` of the codes): ``(distances (nq, k) int32, ids (nq, k) int64, work (nq,)
+    int64)``, rows with ``work == -1`` left to the caller."""
+    arrays = (queries, tables, offsets, sub_word, sub_off, sub_width, sample)
+    return _mih_knn(*map(read_only, arrays), k, budget, (0,) * queries.shape[1])

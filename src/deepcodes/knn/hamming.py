@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .arrays import read_only
+
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
 _M4 = np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -194,7 +196,8 @@ def _hamming_rank(queries, database, k, n_bits, block, w_shape):
 def hamming_knn(queries, database, k, n_bits, block, capacity):
     """Exact Hamming k-NN of ``queries`` (nq, W) among ``database`` (n, W), both uint64 words: see
     :func:`_hamming_knn`. Returns ``(distances (nq, k) int32, positions (nq, k) int64)``."""
-    return _hamming_knn(queries, np.ascontiguousarray(database), k, n_bits, block, capacity, (0,) * queries.shape[1])
+    return _hamming_knn(read_only(queries), read_only(np.ascontiguousarray(database)), k, n_bits, block, capacity,
+                        (0,) * queries.shape[1])
 
 
 def to_words(codes: np.ndarray) -> np.ndarray:
@@ -214,7 +217,7 @@ def hamming_search(query_codes: np.ndarray, database_words: np.ndarray, k: int, 
     (n, W) uint64 (see :func:`to_words`): ``(distances (nq, k) int32, positions (nq, k) int64)`` in
     (distance, position) order. Inputs are trusted (checked by the caller); 1 <= k <= n."""
     n = database_words.shape[0]
-    database_words = np.ascontiguousarray(database_words)
+    database_words = read_only(np.ascontiguousarray(database_words))
     w_shape = (0,) * database_words.shape[1]
     capacity = min(n, max(2 * k, k + 1024))
     # A long ranking (the evaluation protocols rank everything) is one counting sort of all
@@ -227,7 +230,7 @@ def hamming_search(query_codes: np.ndarray, database_words: np.ndarray, k: int, 
     block = int(max(1, min(16, -(-nq // nb.get_num_threads()), (1 << 22) // per_query)))
 
     def one_batch(codes):
-        qw = to_words(codes)
+        qw = read_only(to_words(codes))
         if rank:
             return _hamming_rank(qw, database_words, k, n_bits, block, w_shape)
         return _hamming_knn(qw, database_words, k, n_bits, block, capacity, w_shape)
