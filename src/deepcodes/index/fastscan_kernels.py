@@ -101,6 +101,45 @@ def _block_kernel(n_queries, packed, offset, luts, n_pairs, out):
 _accumulate_block = block_accumulator(QUERIES)
 
 
+@intrinsic
+def _lanes_within_simd(typingctx, sums, bounds, masks):
+    """masks[q] (uint32) gets bit l set where sums[q * 32 + l] (uint16) <= bounds[q] (uint16), for
+    every query q of ``bounds``: two AVX2 compares per query in place of 32 scalar ones."""
+    sig = types.void(sums, bounds, masks)
+
+    def codegen(context, builder, signature, args):
+        sums_a, bounds_a, masks_a = (context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args))
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        v16i16 = ir.VectorType(i16, 16)
+        n_queries = builder.extract_value(bounds_a.shape, 0)
+        with cgutils.for_range(builder, n_queries) as loop:
+            q = loop.index
+            bound = builder.load(builder.gep(bounds_a.data, [q]))
+            splat = builder.insert_element(ir.Constant(v16i16, ir.Undefined), bound, ir.Constant(i32, 0))
+            splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, 16), [0] * 16))
+            mask = ir.Constant(i32, 0)
+            for half in range(2):
+                at = builder.add(builder.mul(q, ir.Constant(i64, BLOCK)), ir.Constant(i64, 16 * half))
+                lanes = builder.load(builder.bitcast(builder.gep(sums_a.data, [at]), v16i16.as_pointer()), align=1)
+                bits = builder.zext(builder.bitcast(builder.icmp_unsigned("<=", lanes, splat), i16), i32)
+                mask = builder.or_(mask, builder.shl(bits, ir.Constant(i32, 16 * half)))
+            builder.store(mask, builder.gep(masks_a.data, [q]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(inline="always")
+def _lanes_within_scalar(sums, bounds, masks):
+    """What :func:`_lanes_within_simd` computes, one lane at a time."""
+    for q in range(bounds.shape[0]):
+        mask = np.uint32(0)
+        for lane in range(BLOCK):
+            if sums[q * BLOCK + lane] <= bounds[q]:
+                mask |= np.uint32(1) << np.uint32(lane)
+        masks[q] = mask
+
+
 @nb.njit(inline="always")
 def accumulate_block_scalar(packed, offset, luts, n_pairs, out):
     """What a :func:`block_accumulator` kernel computes, one byte at a time (CPUs without AVX2, and
@@ -139,32 +178,33 @@ def shortlist(luts, packed, n, n_pairs, kprime, simd):
         heap_d = np.empty((QUERIES, kprime), dtype=np.float32)
         heap_i = np.empty((QUERIES, kprime), dtype=np.int64)
         size = np.zeros(QUERIES, dtype=np.int64)
-        # the admission bound (the worst kept sum once a heap is full) as an integer, so the
-        # block test compares integers
-        worst = np.full(QUERIES, 65535, dtype=np.int64)
+        # the admission bound (the worst kept sum once a heap is full, 65535 before) as an
+        # integer, so that a block's lanes are tested against it by one vector compare
+        worst = np.full(QUERIES, 65535, dtype=np.uint16)
+        masks = np.empty(QUERIES, dtype=np.uint32)
         acc = np.empty(QUERIES * BLOCK, dtype=np.uint16)
         group_luts = luts[g]
         for b in range(n_blocks):
             if simd:
                 _accumulate_block(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
+                _lanes_within_simd(acc, worst, masks)
             else:
                 accumulate_block_scalar(packed, b * n_pairs * BLOCK, group_luts, n_pairs, acc)
+                _lanes_within_scalar(acc, worst, masks)
             for q in range(QUERIES):
+                if masks[q] == 0:
+                    continue
                 w = worst[q]
                 sums = acc[q * BLOCK:(q + 1) * BLOCK]
-                hit = False
-                for lane in range(BLOCK):
-                    hit |= sums[lane] <= w
-                if not hit:
-                    continue
                 for lane in range(BLOCK):
                     d = sums[lane]
+                    # w tightens as the heap takes codes of this block
                     if d <= w:
                         i = b * BLOCK + lane_position(lane)
                         if i < n:
                             size[q] = heap_offer(heap_d[q], heap_i[q], size[q], kprime, d, i)
                             if size[q] == kprime:
-                                w = np.int64(heap_d[q, 0])
+                                w = np.uint16(heap_d[q, 0])
                 worst[q] = w
         for q in range(QUERIES):
             heap_drain(heap_d[q], heap_i[q], size[q], out_d[g * QUERIES + q], out_i[g * QUERIES + q])
