@@ -11,7 +11,9 @@ from deepcodes.index import ADCIndex, FastScanIndex
 from deepcodes.index import fastscan_kernels as fk
 
 
-@pytest.mark.parametrize("M,n,nq,kprime", [(32, 1000, 9, 50), (7, 333, 5, 40), (1, 31, 2, 5)])
+# (2, 5000, 6, 3): sums of two 8-bit entries over 5,000 codes, so ties at the bound and many
+# reservoir selections
+@pytest.mark.parametrize("M,n,nq,kprime", [(32, 1000, 9, 50), (7, 333, 5, 40), (1, 31, 2, 5), (2, 5000, 6, 3)])
 def test_shortlist_kernels_equal_brute_force(M, n, nq, kprime):
     rng = np.random.default_rng(M)
     codes = rng.integers(0, 16, (n, M)).astype(np.uint8)

@@ -29,7 +29,9 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..knn.hamming import popcount64
 from ..knn.heap import heap_drain, heap_offer
+from ..knn.reservoir import POSITION_BITS, drain_sorted, keep_smallest, pack_key
 
 BLOCK = 32  # codes per block
 QUERIES = 4  # queries per pass over a block
@@ -103,7 +105,7 @@ _accumulate_block = block_accumulator(QUERIES)
 
 @intrinsic
 def _lanes_within_simd(typingctx, sums, bounds, masks):
-    """masks[q] (uint32) gets bit l set where sums[q * 32 + l] (uint16) <= bounds[q] (uint16), for
+    """masks[q] (uint32) gets bit l set where sums[q * 32 + l] (uint16) < bounds[q] (uint16), for
     every query q of ``bounds``: two AVX2 compares per query in place of 32 scalar ones."""
     sig = types.void(sums, bounds, masks)
 
@@ -121,7 +123,7 @@ def _lanes_within_simd(typingctx, sums, bounds, masks):
             for half in range(2):
                 at = builder.add(builder.mul(q, ir.Constant(i64, BLOCK)), ir.Constant(i64, 16 * half))
                 lanes = builder.load(builder.bitcast(builder.gep(sums_a.data, [at]), v16i16.as_pointer()), align=1)
-                bits = builder.zext(builder.bitcast(builder.icmp_unsigned("<=", lanes, splat), i16), i32)
+                bits = builder.zext(builder.bitcast(builder.icmp_unsigned("<", lanes, splat), i16), i32)
                 mask = builder.or_(mask, builder.shl(bits, ir.Constant(i32, 16 * half)))
             builder.store(mask, builder.gep(masks_a.data, [q]))
         return context.get_dummy_value()
@@ -135,9 +137,29 @@ def _lanes_within_scalar(sums, bounds, masks):
     for q in range(bounds.shape[0]):
         mask = np.uint32(0)
         for lane in range(BLOCK):
-            if sums[q * BLOCK + lane] <= bounds[q]:
+            if sums[q * BLOCK + lane] < bounds[q]:
                 mask |= np.uint32(1) << np.uint32(lane)
         masks[q] = mask
+
+
+_EVEN_BITS = (np.uint64(0x00FF00FF), np.uint64(0x0F0F0F0F), np.uint64(0x33333333), np.uint64(0x55555555))
+
+
+@nb.njit(inline="always")
+def _spread16(x):
+    """The 16 low bits of x (uint64) moved to the even bits 0, 2, ..., 30."""
+    x = (x | (x << np.uint64(8))) & _EVEN_BITS[0]
+    x = (x | (x << np.uint64(4))) & _EVEN_BITS[1]
+    x = (x | (x << np.uint64(2))) & _EVEN_BITS[2]
+    return (x | (x << np.uint64(1))) & _EVEN_BITS[3]
+
+
+@nb.njit(inline="always")
+def positions_mask(lane_mask):
+    """A block's lane mask (bit l: lane l) as a position mask (bit r: the block's code r; see
+    :func:`lane_position`), so that its set bits, lowest first, visit the codes in scan order."""
+    lanes = np.uint64(lane_mask)
+    return _spread16(lanes & np.uint64(0xFFFF)) | (_spread16(lanes >> np.uint64(16)) << np.uint64(1))
 
 
 @nb.njit(inline="always")
@@ -174,12 +196,15 @@ def shortlist(luts, packed, n, n_pairs, kprime, simd):
     n_blocks = (n + BLOCK - 1) // BLOCK
     out_d = np.full((n_groups * QUERIES, kprime), np.inf, dtype=np.float32)
     out_i = np.full((n_groups * QUERIES, kprime), -1, dtype=np.int64)
+    capacity = 2 * kprime
     for g in nb.prange(n_groups):
-        heap_d = np.empty((QUERIES, kprime), dtype=np.float32)
-        heap_i = np.empty((QUERIES, kprime), dtype=np.int64)
+        # each query's candidates as (sum, position) keys in a reservoir of 2 kprime (see
+        # knn.reservoir): appending costs O(1), where a heap of kprime costs a sift per candidate
+        kept = np.empty((QUERIES, capacity), dtype=np.int64)
         size = np.zeros(QUERIES, dtype=np.int64)
-        # the admission bound (the worst kept sum once a heap is full, 65535 before) as an
-        # integer, so that a block's lanes are tested against it by one vector compare
+        # the admission bound (the largest kept sum after a reservoir's last selection; before,
+        # 65535, above any sum of at most 256 tables of 255) as an integer, so that a block's lanes
+        # are tested against it by one vector compare
         worst = np.full(QUERIES, 65535, dtype=np.uint16)
         masks = np.empty(QUERIES, dtype=np.uint32)
         acc = np.empty(QUERIES * BLOCK, dtype=np.uint16)
@@ -195,19 +220,27 @@ def shortlist(luts, packed, n, n_pairs, kprime, simd):
                 if masks[q] == 0:
                     continue
                 w = worst[q]
-                sums = acc[q * BLOCK:(q + 1) * BLOCK]
-                for lane in range(BLOCK):
-                    d = sums[lane]
-                    # w tightens as the heap takes codes of this block
-                    if d <= w:
-                        i = b * BLOCK + lane_position(lane)
-                        if i < n:
-                            size[q] = heap_offer(heap_d[q], heap_i[q], size[q], kprime, d, i)
-                            if size[q] == kprime:
-                                w = np.uint16(heap_d[q, 0])
+                # Only the lanes under the bound, in position order: every kept code comes earlier
+                # in the scan, so a sum equal to the bound loses its tie and the strict test is
+                # exact; w tightens when the reservoir is cut back within this block.
+                pending = positions_mask(masks[q])
+                while pending != 0:
+                    lowest = pending & (~pending + np.uint64(1))
+                    pending ^= lowest
+                    r = np.int64(popcount64(lowest - np.uint64(1)))
+                    i = b * BLOCK + r
+                    if i >= n:
+                        break
+                    d = acc[q * BLOCK + (r >> 1) + 16 * (r & 1)]
+                    if d < w:
+                        kept[q, size[q]] = pack_key(d, i)
+                        size[q] += 1
+                        if size[q] == capacity:
+                            w = np.uint16(keep_smallest(kept[q], capacity, kprime) >> POSITION_BITS)
+                            size[q] = kprime
                 worst[q] = w
         for q in range(QUERIES):
-            heap_drain(heap_d[q], heap_i[q], size[q], out_d[g * QUERIES + q], out_i[g * QUERIES + q])
+            drain_sorted(kept[q], size[q], kprime, out_d[g * QUERIES + q], out_i[g * QUERIES + q])
     return out_d, out_i
 
 

@@ -1,0 +1,41 @@
+"""The reservoir selection of the fast-scan kernels against sorting."""
+import numba as nb
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepcodes.knn.reservoir import drain_sorted, keep_smallest, pack_key
+
+
+@nb.njit
+def _drain(keys, size, k):
+    values = np.full(k, -1.0, dtype=np.float32)
+    positions = np.full(k, -1, dtype=np.int64)
+    drain_sorted(keys, size, k, values, positions)
+    return values, positions
+
+
+@nb.njit
+def _pack_all(values, positions):
+    out = np.empty(values.shape[0], dtype=np.int64)
+    for p in range(values.shape[0]):
+        out[p] = pack_key(values[p], positions[p])
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=300), st.integers(1, 300), st.integers(0, 2**40 - 301))
+def test_keep_smallest_and_drain_equal_a_sort_by_value_then_position(values, k, first):
+    values = np.array(values, dtype=np.int64)
+    n = values.shape[0]
+    k = min(k, n)
+    positions = first + np.random.default_rng(n).permutation(n)   # distinct, in any order
+    keys = _pack_all(values, positions)
+    order = np.lexsort((positions, values))
+    kept = keys.copy()
+    largest = keep_smallest(kept, n, k)
+    assert sorted(kept[:k]) == sorted(keys[order[:k]])
+    assert largest == keys[order[k - 1]]
+    out_v, out_p = _drain(keys.copy(), n, k)
+    np.testing.assert_array_equal(out_v, values[order[:k]].astype(np.float32))
+    np.testing.assert_array_equal(out_p, positions[order[:k]])
