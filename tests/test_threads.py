@@ -3,8 +3,9 @@ import subprocess
 import sys
 
 import numba
+import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import deepcodes
 from deepcodes.errors import InputError
@@ -29,6 +30,42 @@ def test_set_num_threads_caps_every_pool():
 def test_single_blas_limits_blas_inside_the_block_only():
     with single_blas():
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def _blas_threads():
+    return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+
+def test_overlapping_single_blas_blocks_restore_the_count_only_when_the_last_leaves():
+    # blocks that overlap without nesting, as concurrent searches do: the first to leave must not
+    # restore the count under the second
+    with threadpool_limits(2, user_api="blas"):
+        first, second = single_blas(), single_blas()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert _blas_threads() == {1}
+        second.__exit__(None, None, None)
+        assert _blas_threads() == {2}
+
+
+def test_a_search_runs_its_blas_products_on_one_thread(monkeypatch):
+    X = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    index = deepcodes.index_factory(16, "IVF16,PQ4")
+    index.train(X)
+    index.add(X)
+    inside = {}
+    search = type(index)._search
+
+    def probe(self, *args, **kwargs):
+        inside["blas"] = _blas_threads()
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(index), "_search", probe)
+    with threadpool_limits(2, user_api="blas"):
+        index.search(X[:5], 3)
+        assert inside["blas"] == {1}
+        assert _blas_threads() == {2}
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "two"])

@@ -10,13 +10,18 @@ thread and 1.5-16 s with the default two while other processes shared the 2 core
   ``n`` threads (default: all cores);
 * the fits whose matrix products are small (ITQ's rotation, OPQ's Procrustes steps) run their BLAS
   calls on one thread whatever the setting (:func:`single_blas`): splitting a 50 x 50 product over
-  two threads gains nothing and loses everything when the threads fight.
+  two threads gains nothing and loses everything when the threads fight;
+* so do the searches of every index, whose parallel work is numba's: their BLAS products (the
+  queries' tables, centroid distances, a front's projection) are small, and OpenBLAS threads left
+  spinning after one took the cores from the numba kernel that follows it (VLQ fast scan, 1,000
+  queries at nprobe 4: 32,000 q/s with two BLAS threads, 51,000 with one).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import threading
 
 from .errors import InputError
 from .validation import check_int
@@ -85,11 +90,47 @@ def configure_from_env() -> None:
         set_num_threads(_from_env(value))
 
 
+# threadpoolctl's controller of the BLAS libraries loaded, made again whenever modules have been
+# imported since (scipy, faiss and torch each bring their own BLAS): finding the libraries costs
+# about 0.1 ms, limiting them through a made controller about 15 us, which a one-query search can
+# afford.
+_controller: tuple[int, object] | None = None
+
+
+def _blas_controller():
+    global _controller
+    loaded = len(sys.modules)
+    if _controller is None or _controller[0] != loaded:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = (loaded, ThreadpoolController())
+    return _controller[1]
+
+
+# BLAS's thread count is one setting for the whole process: blocks that overlap in several threads
+# (a service's concurrent searches) share one limit, set by the first to enter and lifted by the
+# last to leave, so that none restores a count another is still running under.
+_single_lock = threading.Lock()
+_single_users = 0
+_single_limit = None
+
+
 @contextlib.contextmanager
 def single_blas():
     """Run the block with one BLAS thread (for small matrix products, where a second thread only
-    waits and spins)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
+    waits and spins). Also a decorator; safe to overlap across threads. The OpenBLAS of numpy's
+    wheels (pthreads build) applies a count set from a thread other than the main one to neither
+    that thread's products nor the others': there the block runs with the process's count."""
+    global _single_users, _single_limit
+    with _single_lock:
+        if _single_users == 0:
+            _single_limit = _blas_controller().limit(limits=1, user_api="blas")
+        _single_users += 1
+    try:
         yield
+    finally:
+        with _single_lock:
+            _single_users -= 1
+            if _single_users == 0:
+                _single_limit.restore_original_limits()
+                _single_limit = None

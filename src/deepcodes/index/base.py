@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import persist
 from ..errors import FormatError, InputError, NotFittedError
+from ..threads import single_blas
 from ..validation import as_array, check_int
 
 # Query rows times k held at once by range_search's growing searches (about 50 MB of results).
@@ -227,6 +228,7 @@ class CodeIndex:
             raise InputError(f"k={k} is larger than the database ({self.ntotal} items)")
         return k
 
+    @single_blas()
     def search(self, Q, k: int, **params):
         """The ``k`` nearest stored items of each query: ``(distances (nq, k), ids (nq, k) int64)``."""
         params = self._resolve_params(params)
@@ -234,6 +236,7 @@ class CodeIndex:
         k = self._check_k(k)
         return self._search(self._queries(Q), k, **params)
 
+    @single_blas()
     def search_by_id(self, ids, k: int, **params):
         """``search`` with the stored items ``ids`` as queries (their codes or reconstructions)."""
         params = self._resolve_params(params)
@@ -241,6 +244,7 @@ class CodeIndex:
         k = self._check_k(k)
         return self._search(self._stored_queries(self._rows(ids)), k, **params)[:2]
 
+    @single_blas()
     def range_search(self, Q, radius, **params):
         """Every stored item within ``radius`` of each query (inclusive), in (distance, id) order:
         ``(lims (nq + 1,) int64, distances (total,), ids (total,) int64)``.

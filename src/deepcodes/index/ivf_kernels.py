@@ -18,6 +18,7 @@ import numba as nb
 import numpy as np
 
 from ..knn.heap import heap_drain, heap_offer
+from ..knn.reservoir import float_key, float_key_value, key_position, keep_smallest
 
 
 @nb.njit(inline="always")
@@ -130,16 +131,14 @@ def segment_residuals(X, centroids, A, B, lam):
 
 
 @nb.njit(inline="always")
-def nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
-    """Search steps 1-2 for one query: the ``w`` nearest segments (ascending (distance, list id))
-    of the ``nprobe`` nearest centroids, into ``seg_d``/``seg_i``; returns how many were found."""
+def _segment_keys(dq, nprobe, neighbors, edge_sq, scratch):
+    """The segments of the ``nprobe`` nearest centroids as (squared distance, list id) keys
+    (:func:`deepcodes.knn.reservoir.float_key`), (nprobe * n_neighbors,) int64."""
     n_nb = neighbors.shape[1]
     probe_d = np.empty(nprobe, dtype=np.float32)
     probe_i = np.empty(nprobe, dtype=np.int64)
     _nearest_centroids(dq, nprobe, probe_d, probe_i)
-    heap_d = np.empty(w, dtype=np.float32)
-    heap_i = np.empty(w, dtype=np.int64)
-    size = 0
+    keys = np.empty(nprobe * n_nb, dtype=np.int64)
     for j in range(nprobe):
         A = probe_i[j]
         b = dq[A]
@@ -152,9 +151,31 @@ def nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
                 d = b
             else:
                 d = b - v * v / (4 * c)
-            size = heap_offer(heap_d, heap_i, size, w, d, A * n_nb + e)
-    heap_drain(heap_d, heap_i, size, seg_d, seg_i)
-    return size
+            keys[j * n_nb + e] = float_key(np.float32(d), A * n_nb + e, scratch)
+    return keys
+
+
+@nb.njit(inline="always")
+def _nearest_keys(dq, nprobe, w, neighbors, edge_sq, scratch):
+    """The keys of the ``w`` nearest segments (by (distance, list id)), in no particular order: a
+    selection over the nprobe * n_neighbors candidates, where a heap would cost a sift each."""
+    keys = _segment_keys(dq, nprobe, neighbors, edge_sq, scratch)
+    n = min(w, keys.shape[0])
+    if n < keys.shape[0]:
+        keep_smallest(keys, keys.shape[0], n)
+    return keys[:n]
+
+
+@nb.njit(inline="always")
+def nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i):
+    """Search steps 1-2 for one query: the ``w`` nearest segments (ascending (distance, list id))
+    of the ``nprobe`` nearest centroids, into ``seg_d``/``seg_i``; returns how many were found."""
+    scratch = np.empty(1, dtype=np.float32)
+    keys = np.sort(_nearest_keys(dq, nprobe, w, neighbors, edge_sq, scratch))
+    for r in range(keys.shape[0]):
+        seg_d[r] = float_key_value(keys[r], scratch)
+        seg_i[r] = key_position(keys[r])
+    return keys.shape[0]
 
 
 @nb.njit(inline="always")
@@ -165,10 +186,12 @@ def query_segments(dq, q, codebooks_t, K, nprobe, w, neighbors, edge_sq):
     results."""
     t = np.empty((codebooks_t.shape[0], K), dtype=np.float32)
     query_codebook_dots(q, codebooks_t, t)
-    seg_d = np.empty(w, dtype=np.float32)
-    seg_i = np.empty(w, dtype=np.int64)
-    n_seg = nearest_segments(dq, nprobe, w, neighbors, edge_sq, seg_d, seg_i)
-    return t, np.sort(seg_i[:n_seg])
+    keys = _nearest_keys(dq, nprobe, w, neighbors, edge_sq, np.empty(1, dtype=np.float32))
+    # ordered by list id: a key's low 32 bits
+    seg_i = np.empty(keys.shape[0], dtype=np.int64)
+    for r in range(keys.shape[0]):
+        seg_i[r] = key_position(keys[r])
+    return t, np.sort(seg_i)
 
 
 @nb.njit(parallel=True, cache=True)

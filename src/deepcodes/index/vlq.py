@@ -86,6 +86,10 @@ class VLQIndex(ResidualIVF):
         n_centroids = check_int(n_centroids, "n_centroids", low=2)
         if self.n_neighbors >= n_centroids:
             raise InputError(f"n_neighbors={self.n_neighbors} must be smaller than n_centroids={n_centroids}")
+        if n_centroids * self.n_neighbors >= 2**32:
+            # the search selects segments by keys that hold a list id in 32 bits
+            raise InputError(f"VLQIndex holds fewer than 2^32 segment lists, n_centroids * n_neighbors = "
+                             f"{n_centroids * self.n_neighbors}")
         self.neighbors_: np.ndarray | None = None
         self.lambda_codebook_: np.ndarray | None = None
         super().__init__(d, n_centroids, M=M, n_bits_per_code=n_bits_per_code, n_iter=n_iter,

@@ -1,8 +1,9 @@
 """Bounded reservoirs of integer keys, for numba kernels that keep the k smallest of a stream.
 
-A scan whose candidates are small integers (a fast-scan sum) and positions packs each into one int64
-key, ``(value << POSITION_BITS) | position``, so that keys compare exactly as (value, position)
-pairs. Candidates are appended to a buffer of ``2 k`` keys; when it fills, a selection keeps its k
+A scan packs each candidate into one int64 key that compares exactly as its (value, position)
+pair: a small integer value (a fast-scan sum) as ``(value << POSITION_BITS) | position``
+(:func:`pack_key`), a float32 value as its order-preserving 32 bits above a 32-bit position
+(:func:`float_key`). Candidates are appended to a buffer of ``2 k`` keys; when it fills, a selection keeps its k
 smallest (O(k) expected, against O(log k) per candidate for a heap), and the largest kept key is
 the new admission bound. The kept set never depends on the order in which candidates arrive.
 """
@@ -19,6 +20,36 @@ POSITION_MASK = (1 << POSITION_BITS) - 1
 def pack_key(value, position):
     """One int64 key ordered as the pair (value, position); value < 2^23, 0 <= position < 2^40."""
     return (np.int64(value) << POSITION_BITS) | np.int64(position)
+
+
+_FLIP = np.int32(0x7FFFFFFF)
+_LOW32 = np.int64(0xFFFFFFFF)
+
+
+@nb.njit(inline="always")
+def float_key(value, position, scratch):
+    """One int64 key ordered as the pair (value, position) of a float32 ``value`` (not NaN) and
+    0 <= position < 2^32: a negative float's magnitude bits are flipped, so that the bits, read as
+    an int32, order as the floats do (-0.0 just below +0.0). ``scratch`` is a float32 array of one
+    element, through which the bits are read."""
+    scratch[0] = value
+    bits = scratch.view(np.int32)[0]
+    ordered = np.int64(bits) if bits >= 0 else np.int64(bits ^ _FLIP)
+    return (ordered << 32) | np.int64(position)
+
+
+@nb.njit(inline="always")
+def float_key_value(key, scratch):
+    """The float32 value of a :func:`float_key` (``scratch`` as there)."""
+    ordered = np.int32(key >> 32)
+    scratch.view(np.int32)[0] = ordered if ordered >= 0 else ordered ^ _FLIP
+    return scratch[0]
+
+
+@nb.njit(inline="always")
+def key_position(key):
+    """The position of a :func:`float_key`."""
+    return key & _LOW32
 
 
 @nb.njit(inline="always")
