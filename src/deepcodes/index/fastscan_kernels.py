@@ -18,6 +18,13 @@ scale per query, so a code's fast-scan sum is a monotone approximation of its AD
 shortlist is the ``k'`` smallest (sum, position) pairs, and re-ranking computes each candidate's
 exact distance in the same float32 order as :func:`deepcodes.index.kernels.adc_knn`. The final
 top-k therefore equals exact ADC's whenever the shortlist holds exact ADC's top-k.
+
+Shortlist. After each block, two vector compares per query give the lanes whose sum is below the
+query's bound; only those lanes are visited, in position order, and appended to a reservoir of
+``2 k'`` (sum, position) keys that a selection cuts back to ``k'`` when it fills
+(:mod:`deepcodes.knn.reservoir`), the largest kept sum becoming the new bound. At 1M codes and k' =
+400 this took the kernel from 0.45x to 0.90x faiss's at 8 bytes, against a heap of k' that sifted
+every admitted code (``bench/README.md``).
 """
 from __future__ import annotations
 
