@@ -35,28 +35,26 @@ from deepcodes.pipeline import evaluate_coder
 
 
 def centred_eigen_init(scale: float):
-    """An ``eigen_init`` whose hidden layers are centred (and scaled when ``scale`` > 0)."""
+    """An ``eigen_init`` whose hidden layers are centred (and scaled when ``scale`` > 0).
+
+    ``deep.eigen_init`` already centres its last layer (covariance eigenvectors, the bias that
+    centres the outputs), so each layer here is a one-layer call of it on the previous layer's
+    outputs."""
+    one_layer = deep.eigen_init
+
     def init(X, sizes, activations, rng):
         weights, biases = [], []
         Z = X
         for layer, (size, act) in enumerate(zip(sizes, activations)):
-            mean = Z.double().mean(dim=0).cpu().numpy()
-            moment = (Z.T @ Z).double().cpu().numpy() / Z.shape[0] - np.outer(mean, mean)
-            eigval, eigvec = np.linalg.eigh(moment)
-            order = np.argsort(eigval)[::-1][:size]
-            W = eigvec[:, order]
-            signs = np.sign(W[np.argmax(np.abs(W), axis=0), np.arange(W.shape[1])])
-            W = W * np.where(signs == 0, 1, signs)
-            if W.shape[1] < size:
-                extra = rng.standard_normal((W.shape[0], size - W.shape[1]))
-                W = np.hstack([W, extra / np.linalg.norm(extra, axis=0)])
+            (W,), (c,) = one_layer(Z, (size,), (act,), rng)
             if scale > 0 and layer < len(sizes) - 1:
-                W = W * (scale / np.sqrt(max(eigval[order[0]], 1e-12)))
-            W = np.ascontiguousarray(W, dtype=np.float32)
+                # the bias is -mean @ W, so it scales with W
+                factor = scale / max(float((Z @ torch.as_tensor(W[:, :1])).std()), 1e-6)
+                W, c = (W * factor).astype(np.float32), (c * factor).astype(np.float32)
             weights.append(W)
-            biases.append((-mean @ W).astype(np.float32))
+            biases.append(c)
             with torch.no_grad():
-                Z = deep.ACTIVATIONS[act](torch.addmm(torch.as_tensor(biases[-1]), Z, torch.as_tensor(W)))
+                Z = deep.ACTIVATIONS[act](torch.addmm(torch.as_tensor(c), Z, torch.as_tensor(W)))
         return weights, biases
     return init
 
