@@ -223,6 +223,9 @@ def test_errors(vlq, sift):
         fresh.train(base[:100])
     with pytest.raises(InputError, match="n_neighbors=32 must be smaller"):
         VLQIndex(128, 32, n_neighbors=32)
+    # list ids are 32-bit in the segment selection's keys
+    with pytest.raises(InputError, match="fewer than 2\\^32 segment lists"):
+        VLQIndex(128, 2**26, n_neighbors=64)
     with pytest.raises(InputError, match="n_bits_per_code"):
         VLQIndex(128, 32, n_neighbors=8, n_bits_per_code=9)
     with pytest.raises(InputError, match="dimension 127, expected 128"):
