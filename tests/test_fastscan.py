@@ -9,6 +9,7 @@ from deepcodes.coders import PQ
 from deepcodes.errors import InputError
 from deepcodes.index import ADCIndex, FastScanIndex
 from deepcodes.index import fastscan_kernels as fk
+from deepcodes.index.simd import HAVE_AVX2
 
 
 # (2, 5000, 6, 3): sums of two 8-bit entries over 5,000 codes, so ties at the bound and many
@@ -23,7 +24,7 @@ def test_shortlist_kernels_equal_brute_force(M, n, nq, kprime):
     luts = fk.quantize_tables(tables)
     n_pairs = -(-M // 2)
     scalar = fk.shortlist(luts, packed, n, n_pairs, kprime, False)
-    if fk.HAVE_AVX2:
+    if HAVE_AVX2:
         simd = fk.shortlist(luts, packed, n, n_pairs, kprime, True)
         np.testing.assert_array_equal(simd[0], scalar[0])
         np.testing.assert_array_equal(simd[1], scalar[1])

@@ -7,7 +7,7 @@ from .. import persist
 from ..errors import InputError
 from ..validation import check_int, check_matrix
 from .flat import FlatIndex
-from .kernels import adc_knn, adc_rank
+from .kernels import adc_knn, adc_rank, gathers_pay, group_codes
 
 
 @persist.register
@@ -33,6 +33,7 @@ class ADCIndex(FlatIndex):
         if getattr(quantizer, "code_kind", None) != "quantizer":
             raise InputError(f"ADCIndex needs a quantizer (PQ, OPQ, RQ, GSL), got {type(quantizer).__name__}")
         self.quantizer = quantizer
+        self._groups = (-1, None)
         super().__init__(quantizer, d=d, spec=spec)
 
     @property
@@ -79,7 +80,18 @@ class ADCIndex(FlatIndex):
         """The k nearest rows for one batch of tables (nq, M, K): ``(distances, rows)``."""
         # a heap wins for small k; for long rankings a stable sort of all distances is faster
         kernel = adc_rank if 8 * k >= self.ntotal else adc_knn
-        return kernel(tables, self._store.codes, self._store.aux, q_bias, k)
+        return kernel(tables, self._store.codes, self._store.aux, q_bias, k, groups=self._grouped_codes())
+
+    def _grouped_codes(self) -> np.ndarray | None:
+        """The stored codes regrouped for the gather kernels (a second copy of the codes, rebuilt
+        after any change), or None where those kernels do not run."""
+        if not gathers_pay(self.code_size):
+            return None
+        version, groups = self._groups
+        if version != self._store.version:
+            groups = group_codes(self._store.codes)
+            self._groups = (self._store.version, groups)
+        return groups
 
     @classmethod
     def _build(cls, params, coder):

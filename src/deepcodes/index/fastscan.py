@@ -7,7 +7,8 @@ from .. import persist
 from ..errors import InputError
 from ..validation import check_int
 from .adc import ADCIndex
-from .fastscan_kernels import HAVE_AVX2, pack_codes, quantize_tables, rerank, shortlist
+from .fastscan_kernels import pack_codes, quantize_tables, rerank, shortlist
+from .simd import HAVE_AVX2
 
 # Most sub-quantizers a fast-scan sum holds: 8-bit entries are summed in 16-bit lanes.
 MAX_M = 256

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -39,10 +38,10 @@ from numba.extending import intrinsic
 from ..knn.hamming import popcount64
 from ..knn.heap import heap_drain, heap_offer
 from ..knn.reservoir import POSITION_BITS, drain_sorted, keep_smallest, pack_key
+from .simd import HAVE_AVX2
 
 BLOCK = 32  # codes per block
 QUERIES = 4  # queries per pass over a block
-HAVE_AVX2 = bool(llvm.get_host_cpu_features().get("avx2", False))
 
 
 def block_accumulator(n_queries: int):

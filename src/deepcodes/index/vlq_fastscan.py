@@ -7,7 +7,7 @@ from .. import persist
 from ..errors import InputError
 from ..validation import check_int
 from .fastscan import MAX_M
-from .fastscan_kernels import HAVE_AVX2
+from .simd import HAVE_AVX2
 from .vlq import VLQIndex
 from .vlq_fastscan_kernels import pack_lists, vlq_fastscan_search
 
