@@ -18,7 +18,10 @@ class ADCIndex(FlatIndex):
 
     Results are sorted by (distance, id). Search parameter: ``batch_size`` (queries per table
     batch). A GSLQuantizer's codes quantize its network's output: queries go through the network,
-    and ``reconstruct`` and ``search_by_id`` work in that representation space.
+    and ``reconstruct`` and ``search_by_id`` work in that representation space. With 8 or more
+    sub-codes on an AVX2 CPU the first search after a change regroups the codes for the gather
+    kernel (:func:`~deepcodes.index.kernels.group_codes`): a second copy, ``ntotal * code_size``
+    bytes, held until the next change.
 
     Parameters
     ----------
