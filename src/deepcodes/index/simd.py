@@ -30,8 +30,14 @@ def gather_sums8(typingctx, tables, groups, group_at, n_sub, sub_stride, bias, b
     (float32, summed in that order, so equal to the scalar kernels' sums bit for bit) into
     ``out[0:8]`` and returns an int32 whose bit l is set where ``out[l] < bound``.
     """
+    # the IR below adds and compares float32 lanes and does its offset arithmetic in 64-bit integers
     if q_bias != types.float32 or bound != types.float32:
-        return None  # the IR adds and compares float32 lanes
+        return None
+    if not all(isinstance(v, types.Integer) and v.bitwidth == 64 for v in (group_at, n_sub, sub_stride, bias_at)):
+        return None
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dt
+               for a, dt in ((tables, types.float32), (groups, types.uint8), (bias, types.float32), (out, types.float32))):
+        return None
     sig = types.int32(tables, groups, group_at, n_sub, sub_stride, bias, bias_at, q_bias, bound, out)
 
     def codegen(context, builder, signature, args):
