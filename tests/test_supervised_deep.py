@@ -182,10 +182,11 @@ def test_registered_methods_build_them():
 
 
 def test_subic_code_lengths():
-    assert block_shape(32, None) == (4, 256)
+    assert block_shape(32, None) == (16, 4)
     assert block_shape(24, 6) == (6, 16)
-    with pytest.raises(InputError, match="does not divide into blocks of 8 bits"):
-        block_shape(36, None)
+    assert block_shape(32, 4) == (4, 256)
+    with pytest.raises(InputError, match="does not divide into blocks of 2 bits"):
+        block_shape(33, None)
     with pytest.raises(InputError, match="does not divide into 4 blocks"):
         block_shape(30, 4)
     with pytest.raises(InputError, match="at most 8"):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..coders.subic import block_shape
 from ..data import load_protocol
 from ..eval import TIE_RULE, evaluate_search, markdown_table, plot_map_vs_bits, plot_pr_curves, write_json
 from ..eval.relevance import relevance_for
@@ -95,6 +96,9 @@ def run_one(method: str, bits: int, protocol, train_protocol, seed: int, options
     SuBiC: block-sum and one-hot Hamming search)."""
     key = f"{protocol.name}_n{len(train_protocol.train)}_{method}_{bits}_s{seed}" + "".join(
         f"_{k}{v}" for k, v in sorted(options.items()))
+    if method == "subic":
+        # The block size is part of the configuration even when it is the default (which changed).
+        key += "_K%d" % block_shape(bits, options.get("n_blocks"))[1]
     return cached_json(runs / f"{key}.json", lambda: _fit_and_evaluate(method, bits, protocol, train_protocol, seed,
                                                                        options))
 
