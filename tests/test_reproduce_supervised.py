@@ -38,6 +38,9 @@ def test_reproduce_supervised_end_to_end(tiny_mnist, tmp_path, monkeypatch):
     assert (tmp_path / "supervised_map_vs_bits.png").stat().st_size > 0
     again = rep_sup.run(tmp_path, ReproduceOptions(quick=True))      # every run read back from runs/
     assert again["summary"] == out["summary"]
+    # SuBiC's run file names its block count (the default changed once: old files must not match).
+    assert [r["options"]["n_blocks"] for r in data["runs"] if r["method"] == "subic"] == [16]
+    assert any("_n_blocks16" in f.name for f in (tmp_path / "runs").glob("*subic*.json"))
     narrowed = rep_sup.run(tmp_path, ReproduceOptions(quick=True, protocols=("tiny-mnist",), bits=(32,)))
     assert narrowed["summary"] == out["summary"]
 

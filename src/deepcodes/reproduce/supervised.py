@@ -60,11 +60,15 @@ QUICK_LBFGS = {"n_outer": 3}
 SDH_OPTIONS = {"n_outer": 5}
 
 
-def method_options(method: str, protocol: str, quick: bool, device: str) -> dict:
-    """The options ``fit_method`` gets for ``method`` on ``protocol``."""
+def method_options(method: str, protocol: str, bits: int, quick: bool, device: str) -> dict:
+    """The options ``fit_method`` gets for ``method`` on ``protocol`` at ``bits``."""
     options: dict = {}
     if method in NETWORK_METHODS:
         options = dict(NETWORKS[protocol])
+        if method == "subic":
+            # Named even where it is SuBiC's default, so that the run files (keyed by the options)
+            # of an earlier default are never read back as this one's.
+            options["n_blocks"] = block_shape(bits, None)[0]
         if quick:
             options["epochs"] = QUICK_EPOCHS[protocol]
         if method == "gsl":
@@ -96,9 +100,6 @@ def run_one(method: str, bits: int, protocol, train_protocol, seed: int, options
     SuBiC: block-sum and one-hot Hamming search)."""
     key = f"{protocol.name}_n{len(train_protocol.train)}_{method}_{bits}_s{seed}" + "".join(
         f"_{k}{v}" for k, v in sorted(options.items()))
-    if method == "subic":
-        # The block size is part of the configuration even when it is the default (which changed).
-        key += "_K%d" % block_shape(bits, options.get("n_blocks"))[1]
     return cached_json(runs / f"{key}.json", lambda: _fit_and_evaluate(method, bits, protocol, train_protocol, seed,
                                                                        options))
 
@@ -209,7 +210,7 @@ def run(out_dir: Path, options: ReproduceOptions = ReproduceOptions()) -> dict:
         protocol = load_protocol(name)
         train = _training_protocol(protocol, quick)
         sizes[name] = {**protocol.summary(), "n_train": len(train.train)}
-        got = run_one(method, b, protocol, train, seed, method_options(method, name, quick, options.device), runs)
+        got = run_one(method, b, protocol, train, seed, method_options(method, name, b, quick, options.device), runs)
         rows += got
         if options.progress:
             log.warning("[%d/%d] %s %s %d bits seed %d: mAP %.4f (fit %.0fs, %.0fs elapsed)", i + 1, len(plan), name,
