@@ -118,6 +118,37 @@ def test_adc_expansion_equals_distance_to_reconstruction(vlq, sift):
         np.testing.assert_allclose(d[q], ref, rtol=1e-4, atol=0.5)
 
 
+def test_line_terms_follow_their_definition_and_every_change(sift):
+    base, Q, _ = sift
+    index = VLQIndex(128, N_CENTROIDS, n_neighbors=N_NEIGHBORS, M=M, n_iter=5, random_state=1)
+    index.train(base[:3000].astype(np.float32))
+    index.add(base[:2000])
+    g = index.line_terms()
+    # 2 <c_B - c_A, r̂> with r̂ the decoded residual: the reconstruction minus its point on the line
+    lists = index.lists.row_lists()
+    A, B = lists // N_NEIGHBORS, index.neighbors_[lists // N_NEIGHBORS, lists % N_NEIGHBORS]
+    C = index.centroids_.astype(np.float64)
+    rows = np.arange(index.ntotal)
+    rec = index.reconstruct(index.lists.ids[rows]).astype(np.float64)
+    lam = index.lambda_codebook_[index.lists.codes[:, M]].astype(np.float64)[:, None]
+    r_hat = rec - (C[A] + lam * (C[B] - C[A]))
+    np.testing.assert_allclose(g, 2 * np.einsum("nd,nd->n", C[B] - C[A], r_hat), rtol=1e-3, atol=0.5)
+    assert index.memory_bytes()["line_terms"] == 4 * index.ntotal
+    assert index.line_terms() is g  # cached while the lists do not change
+    index.add(base[2000:2100])
+    assert index.line_terms().shape == (2100,)
+    index.remove(np.arange(50))
+    assert index.line_terms().shape == (2050,)
+    d, i = index.search(Q[:5], 3, nprobe=N_CENTROIDS, w=N_CENTROIDS * N_NEIGHBORS)
+    stored = index.reconstruct(index.lists.ids).astype(np.float64)
+    every = ((Q[:5, None].astype(np.float64) - stored[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(d[:, 0], every.min(1), rtol=1e-4, atol=0.5)
+    for q in range(5):  # exhaustive probing after the changes: the exact ADC distances of what is stored
+        ref = ((Q[q].astype(np.float64) - index.reconstruct(i[q]).astype(np.float64)) ** 2).sum(-1)
+        np.testing.assert_allclose(d[q], ref, rtol=1e-4, atol=0.5)
+        assert (i[q] >= 50).all()
+
+
 def test_results_ordered_by_distance_then_id_and_complete(vlq, sift):
     _, Q, _ = sift
     n = vlq.ntotal

@@ -39,7 +39,8 @@ TOKENS: tuple[tuple[str, str, str], ...] = (
     ("ADC", "ADCIndex: exact asymmetric-distance k-NN over the quantizer codes", "-"),
     ("FastScan", "FastScanIndex: 4-bit codes (x4) by 8-bit SIMD tables, shortlist re-ranked exactly", "-"),
     ("IVF<lists>", "IVFADCIndex: k-means inverted file, residual PQ given by the next token", "M"),
-    ("VLQ<centroids>x<neighbours>", "VLQIndex: vector-and-line inverted file, residual PQ next", "M + 1"),
+    ("VLQ<centroids>x<neighbours>", "VLQIndex: vector-and-line inverted file, residual PQ next",
+     "M + 1 (+ 4 in memory: line term)"),
     ("VLQ<c>x<n>,PQ<M>x4,FastScan", "VLQFastScanIndex: VLQ over 4-bit residual codes by 8-bit SIMD tables, "
      "shortlist re-ranked exactly", "M / 2 + 2 read by the scan"),
     ("PCA<p>", "front of an inverted file: PCA to p dimensions", "-"),

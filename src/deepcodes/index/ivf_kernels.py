@@ -205,64 +205,115 @@ def vlq_segments(dqc, nprobe, w, neighbors, edge_sq):
     return out_d, out_i
 
 
+@nb.njit(parallel=True, cache=True)
+def line_terms(codes, lists, n_neighbors, neighbors, P):
+    """The query-independent line term of each stored VLQ code, (n,) float32:
+    g = sum_m P[B, m, j_m] - P[A, m, j_m] = 2 <c_B - c_A, r̂> for codes (n, M + 1) in ``lists``
+    (list ``A * n_neighbors + e`` is the segment (c_A, c_neighbors[A, e]))."""
+    n = codes.shape[0]
+    M = P.shape[1]
+    out = np.empty(n, dtype=np.float32)
+    for i in nb.prange(n):
+        A = lists[i] // n_neighbors
+        B = neighbors[A, lists[i] - A * n_neighbors]
+        sa = np.float32(0.0)
+        sb = np.float32(0.0)
+        for m in range(M):
+            j = codes[i, m]
+            sa += P[A, m, j]
+            sb += P[B, m, j]
+        out[i] = sb - sa
+    return out
+
+
 @nb.njit(inline="always")
-def vlq_code_distance(codes, p, PA, PB, t, lam_codebook, b, ab, c):
-    """The VLQ-ADC distance of stored code ``codes[p]`` (M sub-codes, then the lambda byte) on the
-    segment (c_A, c_B) to a query with ``b`` = ||q - c_A||², ``ab`` = ||q - c_B||² - b, ``c`` =
-    ||c_A - c_B||², tables ``PA`` = P[A], ``PB`` = P[B] and ``t`` = qr[q] (float32, in this order,
-    so every kernel that ranks VLQ codes gets the same distances)."""
-    M = PA.shape[0]
-    lm = lam_codebook[codes[p, M]]
-    sa = np.float32(0.0)
-    sb = np.float32(0.0)
-    sq = np.float32(0.0)
+def adc_entry(PA, t, m, j):
+    """T_A[m, j] = P[A, m, j] - 2 qr[q, m, j] in float32: every VLQ kernel builds its tables and
+    its exact distances from this one expression, so they agree to the bit."""
+    return PA[m, j] - np.float32(2.0) * t[m, j]
+
+
+@nb.njit(inline="always")
+def centroid_table(PA, t, table):
+    """``table`` (M, K) = T_A for one query (``t`` = qr[q]) and centroid A (``PA`` = P[A])."""
+    M, K = PA.shape
     for m in range(M):
-        j = codes[p, m]
-        sa += PA[m, j]
-        sb += PB[m, j]
-        sq += t[m, j]
-    # ||q - c_A||² + lam(||q - c_B||² - ||q - c_A||²) + (lam² - lam)||c_A - c_B||²
-    #   + sum T_A + lam * sum (T_B - T_A), with T = P - 2 qr (the qr terms cancel in T_B - T_A)
-    return b + lm * ab + (lm * lm - lm) * c + (sa - np.float32(2.0) * sq) + lm * (sb - sa)
+        for j in range(K):
+            table[m, j] = adc_entry(PA, t, m, j)
+
+
+@nb.njit(inline="always")
+def vlq_distance(s, lm, g, b, ab, c):
+    """The VLQ-ADC distance of a code at ``lm`` = lambda on the segment (c_A, c_B), from
+    ``s`` = sum_m T_A[m, j_m], its line term ``g``, ``b`` = ||q - c_A||², ``ab`` = ||q - c_B||² - b
+    and ``c`` = ||c_A - c_B||²:
+
+        ||q - c_A||² + lam (||q - c_B||² - ||q - c_A||²) + (lam² - lam) ||c_A - c_B||²
+            + sum_m T_A[m, j_m] + lam g
+
+    (float32, in this order, so every kernel that ranks VLQ codes gets the same distances)."""
+    return b + lm * ab + (lm * lm - lm) * c + s + lm * g
+
+
+@nb.njit(inline="always")
+def vlq_code_distance(codes, p, PA, t, lam_codebook, g, b, ab, c):
+    """:func:`vlq_distance` of stored code ``codes[p]`` (M sub-codes, then the lambda byte), its
+    sum of T_A computed entry by entry (for re-ranking, where no table was built)."""
+    M = PA.shape[0]
+    s = np.float32(0.0)
+    for m in range(M):
+        s += adc_entry(PA, t, m, codes[p, m])
+    return vlq_distance(s, lam_codebook[codes[p, M]], g[p], b, ab, c)
 
 
 @nb.njit(parallel=True, cache=True)
-def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_codebook, offsets, codes, ids):
+def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_codebook, offsets, codes, ids, g):
     """VLQ-ADC search (ALGORITHMS.md section 6, search steps 1-3) for a batch of queries.
 
     ``dqc`` (nq, k_c) squared query-centroid distances; ``Qp`` (nq, d_pad) the zero-padded queries;
     ``codebooks_t`` (M, d_pad / M, K) the residual PQ codebooks transposed; ``P`` (k_c, M, K);
     ``codes`` (n, M + 1): M PQ sub-codes, then the lambda byte; list ``A * n_nb + e`` holds the
-    vectors on segment (c_A, c_neighbors[A, e]) and spans ``offsets[l]:offsets[l + 1]``.
+    vectors on segment (c_A, c_neighbors[A, e]) and spans ``offsets[l]:offsets[l + 1]``; ``g``
+    (n,) the codes' :func:`line_terms`.
+
+    The segments are scanned in list-id order, so those of one centroid A come together: its table
+    T_A is built once (M * K entries, as IVF-PQ builds one per list), after which a code costs one
+    look-up per sub-code plus its line term, instead of three look-ups (P[A], P[B], qr).
 
     Returns ``(dist (nq, k) float32, ids (nq, k) int64, scanned (nq,) int64)``; slots beyond the
     candidates found hold (inf, -1).
     """
     nq = dqc.shape[0]
+    M = P.shape[1]
     n_nb = neighbors.shape[1]
     out_d, out_i, scanned = result_arrays(nq, k)
     for q in nb.prange(nq):
         dq = dqc[q]
         t, seg_i = query_segments(dq, Qp[q], codebooks_t, P.shape[2], nprobe, w, neighbors, edge_sq)
-        n_seg = seg_i.shape[0]
+        table = np.empty((M, P.shape[2]), dtype=np.float32)
+        current = -1
         heap_d = np.empty(k, dtype=np.float32)
         heap_i = np.empty(k, dtype=np.int64)
         size = 0
         count = 0
-        for s in range(n_seg):
+        for s in range(seg_i.shape[0]):
             lst = seg_i[s]
             start, stop = offsets[lst], offsets[lst + 1]
             if start == stop:
                 continue
             A = lst // n_nb
-            B = neighbors[A, lst - A * n_nb]
+            e = lst - A * n_nb
+            if A != current:
+                current = A
+                centroid_table(P[A], t, table)
             b = dq[A]
-            ab = dq[B] - b
-            c = edge_sq[A, lst - A * n_nb]
-            PA = P[A]
-            PB = P[B]
+            ab = dq[neighbors[A, e]] - b
+            c = edge_sq[A, e]
             for p in range(start, stop):
-                d = vlq_code_distance(codes, p, PA, PB, t, lam_codebook, b, ab, c)
+                sm = np.float32(0.0)
+                for m in range(M):
+                    sm += table[m, codes[p, m]]
+                d = vlq_distance(sm, lam_codebook[codes[p, M]], g[p], b, ab, c)
                 size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
             count += stop - start
         scanned[q] = count

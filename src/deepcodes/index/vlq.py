@@ -8,7 +8,7 @@ from ..coders.kmeans import kmeans
 from ..errors import FormatError, InputError
 from ..validation import as_format_errors, check_finite_float32, check_int
 from .invlists import ResidualIVF
-from .ivf_kernels import segment_residuals, vlq_assign, vlq_search, vlq_segments
+from .ivf_kernels import line_terms, segment_residuals, vlq_assign, vlq_search, vlq_segments
 
 N_LAMBDA = 256  # the 1-D lambda codebook: one byte per vector
 _NEIGHBOR_BLOCK = 256
@@ -47,7 +47,11 @@ class VLQIndex(ResidualIVF):
 
     Search: the ``nprobe`` nearest centroids; of their ``nprobe * n_neighbors`` segments the ``w``
     nearest by the closed-form segment distance; those lists are ranked by the exact ADC expansion
-    of ||q - (c_A + lambda (c_B - c_A)) - r̂||² from per-centroid precomputed tables.
+    of ||q - (c_A + lambda (c_B - c_A)) - r̂||² from one table per probed centroid and each code's
+    query-independent line term 2<c_B - c_A, r̂>. The line terms (one float32 a vector) are
+    derived from the codes after every change and held in memory, not in the file: they make a
+    code cost one table look-up per sub-code, as in IVF-PQ, instead of three (``memory_bytes``
+    reports them as ``line_terms``).
 
     Parameters
     ----------
@@ -92,6 +96,8 @@ class VLQIndex(ResidualIVF):
                              f"{n_centroids * self.n_neighbors}")
         self.neighbors_: np.ndarray | None = None
         self.lambda_codebook_: np.ndarray | None = None
+        # (the lists object, its version, their line terms): valid while both match
+        self._line_terms_cache: tuple = (None, -1, None)
         super().__init__(d, n_centroids, M=M, n_bits_per_code=n_bits_per_code, n_iter=n_iter,
                          max_train=max_train, random_state=random_state, front=front, spec=spec)
 
@@ -200,6 +206,25 @@ class VLQIndex(ResidualIVF):
         dqc, _ = self._query_terms(Z)
         return vlq_segments(dqc, nprobe, w, self.neighbors_, self._edge_sq)
 
+    def line_terms(self) -> np.ndarray:
+        """Each stored code's line term 2<c_B - c_A, r̂> (ntotal,) float32, in list order (the rows
+        of ``lists.codes``); recomputed after any change to the lists."""
+        cached_store, version, g = self._line_terms_cache
+        store = self._store
+        if cached_store is not store or version != store.version:
+            codes = store.codes  # merges queued additions first
+            g = line_terms(np.ascontiguousarray(codes), store.row_lists(), self.n_neighbors, self.neighbors_, self._P)
+            g.setflags(write=False)
+            self._line_terms_cache = (store, store.version, g)
+        return g
+
+    def memory_bytes(self) -> dict[str, int]:
+        """:meth:`ResidualIVF.memory_bytes`, plus ``line_terms``: the per-code float32 the search
+        reads beside the codes (derived, not saved)."""
+        out = super().memory_bytes()
+        out["line_terms"] = int(self.line_terms().nbytes) if self.is_trained else 0
+        return out
+
     def _scan(self, dqc, Qp, k, nprobe, offsets, codes, ids, w):
         return vlq_search(dqc, Qp, self._codebooks_t, nprobe, w, k, self.neighbors_, self._edge_sq, self._P,
-                          self.lambda_codebook_, offsets, codes, ids)
+                          self.lambda_codebook_, offsets, codes, ids, self.line_terms())

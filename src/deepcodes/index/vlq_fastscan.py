@@ -29,8 +29,9 @@ class VLQFastScanIndex(VLQIndex):
 
     Memory beyond :class:`VLQIndex`'s (rebuilt after every change, not saved): the codes packed
     two sub-codes a byte, each segment list padded to whole blocks of 32 codes, and one signed byte
-    per code for the line term. The search reads M / 2 + 2 bytes per code (packed sub-codes, lambda
-    byte, line-term byte): ``PQ28x4`` is 16 bytes a code.
+    per code for the line term. The scan reads M / 2 + 2 bytes per code (packed sub-codes, lambda
+    byte, line-term byte): ``PQ28x4`` is 16 bytes a code; the re-ranking of the shortlist reads
+    :class:`VLQIndex`'s codes and float32 line terms.
 
     Search parameters: :class:`VLQIndex`'s (``nprobe``, ``w``, ``batch_size``, ``return_scanned``)
     and ``kprime`` (shortlist length, default ``max(4 k, 40)``, at least k).
@@ -47,14 +48,15 @@ class VLQFastScanIndex(VLQIndex):
             raise InputError(f"VLQFastScanIndex holds at most {MAX_M} sub-quantizers, got M={M}")
         super().__init__(d, n_centroids, n_neighbors=n_neighbors, M=M, n_bits_per_code=n_bits_per_code,
                          n_iter=n_iter, max_train=max_train, random_state=random_state, front=front, spec=spec)
-        self._layout = (-1, None)
+        self._layout = (None, None)
 
     def _search_layout(self, offsets: np.ndarray, codes: np.ndarray) -> tuple:
-        """:func:`pack_lists` of the stored codes, rebuilt after any change."""
-        version, layout = self._layout
-        if version != self._store.version or layout is None:
-            layout = pack_lists(codes, offsets, self.n_neighbors, self.neighbors_, self._P)
-            self._layout = (self._store.version, layout)
+        """:func:`pack_lists` of the stored codes, rebuilt whenever their line terms are."""
+        g = self.line_terms()
+        cached_g, layout = self._layout
+        if cached_g is not g:
+            layout = pack_lists(codes, offsets, g, self.n_centroids, self.n_neighbors)
+            self._layout = (g, layout)
         return layout
 
     def memory_bytes(self) -> dict[str, int]:
@@ -76,5 +78,5 @@ class VLQFastScanIndex(VLQIndex):
             raise InputError(f"kprime={kprime} is smaller than k={k}: the shortlist must hold the k results")
         block_offsets, packed, g8, g_scale = self._search_layout(offsets, codes)
         return vlq_fastscan_search(dqc, Qp, self._codebooks_t, nprobe, w, k, kprime, self.neighbors_, self._edge_sq,
-                                   self._P, self.lambda_codebook_, offsets, codes, ids, block_offsets, packed, g8,
-                                   g_scale, HAVE_AVX2)
+                                   self._P, self.lambda_codebook_, offsets, codes, ids, self.line_terms(),
+                                   block_offsets, packed, g8, g_scale, HAVE_AVX2)

@@ -33,31 +33,13 @@ from .ivf_kernels import query_segments, result_arrays, vlq_code_distance
 _accumulate_one = block_accumulator(1)  # one query per pass: each query scans its own segments
 
 
-@nb.njit(parallel=True, cache=True)
-def line_terms(codes, lists, n_neighbors, neighbors, P):
-    """g (n,) float32 = sum_m P[B, m, j_m] - P[A, m, j_m] for codes (n, M + 1) stored in ``lists``."""
-    n = codes.shape[0]
-    M = P.shape[1]
-    out = np.empty(n, dtype=np.float32)
-    for i in nb.prange(n):
-        A = lists[i] // n_neighbors
-        B = neighbors[A, lists[i] - A * n_neighbors]
-        sa = np.float32(0.0)
-        sb = np.float32(0.0)
-        for m in range(M):
-            j = codes[i, m]
-            sa += P[A, m, j]
-            sb += P[B, m, j]
-        out[i] = sb - sa
-    return out
-
-
-def pack_lists(codes: np.ndarray, offsets: np.ndarray, n_neighbors: int, neighbors: np.ndarray, P: np.ndarray):
-    """The search layout of VLQ codes (n, M + 1) in CSR lists ``offsets`` (nlist + 1,):
+def pack_lists(codes: np.ndarray, offsets: np.ndarray, g: np.ndarray, n_centroids: int, n_neighbors: int):
+    """The search layout of VLQ codes (n, M + 1) in CSR lists ``offsets`` (nlist + 1,) with line
+    terms ``g`` (n,) float32 (:func:`deepcodes.index.ivf_kernels.line_terms`):
     ``(block_offsets (nlist + 1,) int64, packed (n_blocks * ceil(M / 2) * 32,) uint8,
     g (n,) int8, g_scale (n_centroids,) float32)``, g ≈ g_scale[A] * line term (see the module
     docstring), the scale per centroid A the largest |line term| of its codes over 127."""
-    M = P.shape[1]
+    M = codes.shape[1] - 1
     sizes = np.diff(offsets)
     block_offsets = np.zeros(offsets.shape[0], dtype=np.int64)
     np.cumsum(-(-sizes // BLOCK), out=block_offsets[1:])
@@ -65,9 +47,8 @@ def pack_lists(codes: np.ndarray, offsets: np.ndarray, n_neighbors: int, neighbo
     slots = BLOCK * block_offsets[lists] + (np.arange(codes.shape[0]) - offsets[lists])
     padded = np.zeros((BLOCK * int(block_offsets[-1]), M), dtype=np.uint8)
     padded[slots] = codes[:, :M]
-    g = line_terms(np.ascontiguousarray(codes), lists, n_neighbors, neighbors, P)
     A = lists // n_neighbors
-    g_max = np.zeros(P.shape[0], dtype=np.float32)
+    g_max = np.zeros(n_centroids, dtype=np.float32)
     np.maximum.at(g_max, A, np.abs(g))
     g_scale = (g_max / 127).astype(np.float32)
     denom = np.where(g_scale[A] > 0, g_scale[A], 1)
@@ -107,7 +88,7 @@ def _centroid_table(PA, t, lut):
 
 @nb.njit(parallel=True, cache=True)
 def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, edge_sq, P, lam_codebook,
-                        offsets, codes, ids, block_offsets, packed, g8, g_scale, simd):
+                        offsets, codes, ids, g, block_offsets, packed, g8, g_scale, simd):
     """VLQ-ADC search by fast scan, then exact re-ranking of each query's ``kprime`` best estimates.
 
     Arguments as :func:`deepcodes.index.ivf_kernels.vlq_search`'s (the same segments are scanned),
@@ -180,8 +161,8 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
             lst = np.searchsorted(offsets, row, side="right") - 1
             A = lst // n_nb
             e = lst - A * n_nb
-            B = neighbors[A, e]
-            d = vlq_code_distance(codes, row, P[A], P[B], t, lam_codebook, dq[A], dq[B] - dq[A], edge_sq[A, e])
+            d = vlq_code_distance(codes, row, P[A], t, lam_codebook, g, dq[A], dq[neighbors[A, e]] - dq[A],
+                                  edge_sq[A, e])
             n_found = heap_offer(heap_d, heap_i, n_found, k, d, ids[row])
         heap_drain(heap_d, heap_i, n_found, out_d[q], out_i[q])
     return out_d, out_i, scanned
