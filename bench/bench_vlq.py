@@ -246,10 +246,11 @@ def build(label, kind, M, nbits, centroids, Xt, base, n, args):
         t_add = time.perf_counter() - t1
         add_peak = peak_rss() - rss1
         t_train = t1 - t0
-        # the bytes per code the search reads: VLQ-FS reads packed nibbles, lambda and line-term bytes,
-        # VLQ its codes and float32 line terms
-        per_vec = {"vlqfs": -(-M // 2) + 2, "vlq": index.code_size + 4}.get(kind, index.code_size) + 8
         mem = index.memory_bytes()
+        # the bytes per code the search reads: VLQ-FS reads packed nibbles, lambda and line-term bytes,
+        # VLQ its codes and the line terms it holds beside them
+        read = index.code_size + mem.get("line_terms", 0) // max(index.ntotal, 1)
+        per_vec = (-(-M // 2) + 2 if kind == "vlqfs" else read) + 8
         precomputed = mem.pop("precomputed")
         fastscan_mb = mem.pop("fastscan", 0) / 2**20
         total = sum(mem.values())

@@ -235,7 +235,8 @@ def adc_entry(PA, t, m, j):
 
 @nb.njit(inline="always")
 def centroid_table(PA, t, table):
-    """``table`` (M, K) = T_A for one query (``t`` = qr[q]) and centroid A (``PA`` = P[A])."""
+    """``table`` (M, K) = T_A for one query (``t`` = qr[q]) and centroid A (``PA`` = P[A]): the
+    per-list table of IVF-ADC and the per-centroid table of VLQ-ADC."""
     M, K = PA.shape
     for m in range(M):
         for j in range(K):
@@ -353,10 +354,7 @@ def ivfadc_search(dqc, Qp, codebooks_t, nprobe, k, P, offsets, codes, ids):
             start, stop = offsets[lst], offsets[lst + 1]
             if start == stop:
                 continue
-            Pc = P[lst]
-            for m in range(M):
-                for jj in range(K):
-                    table[m, jj] = Pc[m, jj] - 2 * t[m, jj]
+            centroid_table(P[lst], t, table)
             base = probe_d[j]
             for p in range(start, stop):
                 code = codes[p]
