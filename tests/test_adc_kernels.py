@@ -67,3 +67,31 @@ def test_gather_kernels_on_few_codes_and_given_groups(n):
             d, i = kernel(tables, codes, db_bias, q_bias, k, groups=groups, gather=True)
             np.testing.assert_array_equal(i, ri)
             np.testing.assert_array_equal(d, rd)
+
+
+def test_prefetch_row_changes_nothing_and_takes_only_3d_tables():
+    import numba as nb
+    from numba.core.errors import TypingError
+
+    from deepcodes.index.simd import prefetch_row
+
+    @nb.njit
+    def prefetch_then_sum(table):
+        total = np.uint64(0)
+        for i in range(table.shape[0]):
+            for j in range(table.shape[1]):
+                prefetch_row(table, i, j)
+                total += table[i, j, 0]
+        return total
+
+    table = np.arange(2 * 5 * 3, dtype=np.uint64).reshape(2, 5, 3)
+    before = table.copy()
+    assert prefetch_then_sum(table) == table[:, :, 0].sum()
+    assert np.array_equal(table, before)
+
+    @nb.njit
+    def prefetch_2d(table):
+        prefetch_row(table, 0, 0)
+
+    with pytest.raises(TypingError):
+        prefetch_2d(np.zeros((2, 3), dtype=np.uint64))

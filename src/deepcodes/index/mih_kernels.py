@@ -12,6 +12,7 @@ import numpy as np
 from ..knn.arrays import read_only
 from ..knn.hamming import popcount64
 from ..knn.heap import heap_drain, heap_push, sift_down
+from .simd import prefetch_row
 
 _ONE = np.uint64(1)
 _SIXTY_FOUR = np.uint64(64)
@@ -45,17 +46,24 @@ def _binomial(n, r):
     return out
 
 
-# What the search costs, in nanoseconds per bucket probed, per code verified from a bucket (a random
-# access and a full-length distance) and per code of the blocked linear scan per 64-bit word
-# (vectorized popcounts over a stream). Fitted by least squares of search time on buckets probed and
-# codes verified, 1M random codes of 64 and 128 bits at m = 3..10 substrings, on the 2-core AMD EPYC
-# machines of this project (load 10-11): a bucket cost 51-78 scanned codes, a verified code 12-14.
-BUCKET_NS = 55.0
-VERIFY_NS = 8.0
-VERIFY_NS_PER_WORD = 2.0
-SCAN_NS_PER_WORD = 0.6
+# What the search costs, in nanoseconds per bucket probed, per code verified from a bucket (a
+# prefetched run of codes and a full-length distance each) and per code of the blocked linear scan
+# (vectorized popcounts over a stream). Fitted on one thread by least squares of search time on
+# buckets probed and codes verified (1M random 64- and 128-bit codes and 1M ITQ-64 codes of
+# SIFT1M-CIFAR, m = 3..10, k = 1, 10, 100, groups of 30 queries; median relative error 17%), the
+# scan's from HammingIndex on the same codes, on the 2-core AMD EPYC machines of this project.
+BUCKET_NS = 30.0
+VERIFY_NS = 1.4
+VERIFY_NS_PER_WORD = 2.6
+SCAN_NS_PER_CODE = 0.56
+SCAN_NS_PER_WORD = 0.26
 # Database codes a query's distance profile is read from before any probe (a strided sample).
 PROFILE_CODES = 1024
+# Buckets whose offsets are read ahead of their codes, and how many buckets ahead a run of codes is
+# prefetched (4 measured best of 0, 2, 4, 8, 16 on 1M ITQ-64 codes, k = 10: 1.2-1.3x the search
+# without prefetching, same results).
+BUCKET_GROUP = 256
+PREFETCH_AHEAD = 4
 # The smallest profile distances the local fit of the lower tail uses.
 _PROFILE_ORDER = 8
 
@@ -139,9 +147,9 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
     (substring distance, j), which its substring distances tell without any visited set.
 
     Cost control: ``budget`` is the number of codes the linear scan would read (their cost is
-    ``SCAN_NS_PER_WORD`` per word). Before every probe the cost still needed is estimated: the
-    probes up to the radius that certifies the k-th distance, which is at least the radius certified
-    so far plus one, at most the current k-th best, and estimated from the query's distance profile
+    ``SCAN_NS_PER_CODE`` plus ``SCAN_NS_PER_WORD`` per word). Before every probe the cost still
+    needed is estimated: the probes up to the radius that certifies the k-th distance, which is at
+    least the radius certified so far plus one, at most the current k-th best, and estimated from the query's distance profile
     in between (from the second round on: the exact-match round r = 0 is only weighed by itself);
     a probe costs its buckets (``BUCKET_NS`` each) and the codes a bucket holds on average
     (``VERIFY_NS`` each). A query whose spent plus still-needed cost passes the scan's is abandoned
@@ -157,7 +165,7 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
     for j in range(m):
         max_width = max(max_width, sub_width[j])
         n_bits += sub_width[j]
-    scan_ns = budget * SCAN_NS_PER_WORD * W
+    scan_ns = budget * (SCAN_NS_PER_CODE + SCAN_NS_PER_WORD * W)
     verify_ns = VERIFY_NS + VERIFY_NS_PER_WORD * W
     out_d = np.empty((nq, k), dtype=np.int32)
     out_i = np.empty((nq, k), dtype=np.int64)
@@ -171,6 +179,8 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
         heap_d = np.empty(k, dtype=np.int64)
         heap_i = np.empty(k, dtype=np.int64)
         x = np.empty(W, dtype=np.uint64)
+        starts = np.empty(BUCKET_GROUP, dtype=np.int64)
+        stops = np.empty(BUCKET_GROUP, dtype=np.int64)
         size = 0
         done = False
         abandoned = False
@@ -204,47 +214,63 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
                 if buckets * BUCKET_NS + verified * verify_ns + need > scan_ns:
                     abandoned = True
                     break
+                # The probe's buckets go in groups: first their (start, stop) offsets, loads that do
+                # not wait on each other, then their runs of codes, each prefetched a few buckets
+                # ahead, so that the cache misses of short runs scattered over a large table overlap.
                 # Gosper's hack: every width-bit mask with r bits set, in increasing order.
                 mask = (_ONE << np.uint64(r)) - _ONE
                 limit = _ONE << np.uint64(width)
-                while mask < limit:
-                    v = qsub[j] ^ mask
-                    lo = offsets[j, v]
-                    hi = offsets[j, v + 1]
-                    buckets += 1
-                    verified += hi - lo
-                    for p in range(lo, hi):
-                        acc = np.uint64(0)
-                        for w in range(W):
-                            x[w] = q[w] ^ tables[j, p, w]
-                            acc += popcount64(x[w])
-                        d = np.int64(acc)
-                        if size == k and d > heap_d[0]:
-                            continue
-                        idx = np.int64(tables[j, p, W])
-                        if size == k and d == heap_d[0] and idx > heap_i[0]:
-                            continue
-                        first = True
-                        for jj in range(m):
-                            if jj != j:
-                                dj = np.int64(popcount64(_substring(x, sub_word[jj], sub_off[jj], sub_width[jj])))
-                                if dj < r or (dj == r and jj < j):
-                                    first = False
-                                    break
-                        if not first:
-                            continue
-                        if size < k:
-                            heap_push(heap_d, heap_i, size, d, idx)
-                            size += 1
+                more = True
+                while more:
+                    n_group = 0
+                    while more and n_group < BUCKET_GROUP:
+                        v = qsub[j] ^ mask
+                        starts[n_group] = offsets[j, v]
+                        stops[n_group] = offsets[j, v + 1]
+                        n_group += 1
+                        if mask == 0:
+                            more = False
                         else:
-                            heap_d[0] = d
-                            heap_i[0] = idx
-                            sift_down(heap_d, heap_i, size)
-                    if mask == 0:
-                        break
-                    low = mask & (~mask + _ONE)
-                    ripple = mask + low
-                    mask = (((ripple ^ mask) >> np.uint64(2)) // low) | ripple
+                            low = mask & (~mask + _ONE)
+                            ripple = mask + low
+                            mask = (((ripple ^ mask) >> np.uint64(2)) // low) | ripple
+                            more = mask < limit
+                    for t in range(min(PREFETCH_AHEAD, n_group)):
+                        prefetch_row(tables, j, starts[t])
+                    for t in range(n_group):
+                        if t + PREFETCH_AHEAD < n_group:
+                            prefetch_row(tables, j, starts[t + PREFETCH_AHEAD])
+                        lo = starts[t]
+                        hi = stops[t]
+                        buckets += 1
+                        verified += hi - lo
+                        for p in range(lo, hi):
+                            acc = np.uint64(0)
+                            for w in range(W):
+                                x[w] = q[w] ^ tables[j, p, w]
+                                acc += popcount64(x[w])
+                            d = np.int64(acc)
+                            if size == k and d > heap_d[0]:
+                                continue
+                            idx = np.int64(tables[j, p, W])
+                            if size == k and d == heap_d[0] and idx > heap_i[0]:
+                                continue
+                            first = True
+                            for jj in range(m):
+                                if jj != j:
+                                    dj = np.int64(popcount64(_substring(x, sub_word[jj], sub_off[jj], sub_width[jj])))
+                                    if dj < r or (dj == r and jj < j):
+                                        first = False
+                                        break
+                            if not first:
+                                continue
+                            if size < k:
+                                heap_push(heap_d, heap_i, size, d, idx)
+                                size += 1
+                            else:
+                                heap_d[0] = d
+                                heap_i[0] = idx
+                                sift_down(heap_d, heap_i, size)
                 if size == k and heap_d[0] <= m * r + j:
                     done = True
                     break

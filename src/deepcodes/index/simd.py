@@ -1,9 +1,11 @@
-"""SIMD pieces numba cannot express, written in LLVM IR through ``numba.extending.intrinsic``, and
-the host CPU's features that decide whether a kernel may use them.
+"""SIMD and memory pieces numba cannot express, written in LLVM IR through
+``numba.extending.intrinsic``, and the host CPU's features that decide whether a kernel may use them.
 
 numba vectorizes plain loops, but it never emits a gather (a vector of loads from computed
 addresses), which is what an ADC scan needs: eight codes' table entries for one sub-quantizer are
-eight scattered floats. :func:`gather_sums8` does that scan step with AVX2's ``vgatherdps``.
+eight scattered floats. :func:`gather_sums8` does that scan step with AVX2's ``vgatherdps``. Nor
+does it emit a software prefetch, which a scan hopping between short runs of a large table needs to
+overlap their cache misses: :func:`prefetch_row`.
 """
 from __future__ import annotations
 
@@ -70,5 +72,30 @@ def gather_sums8(typingctx, tables, groups, group_at, n_sub, sub_stride, bias, b
         builder.store(sums, builder.bitcast(o_ptr, v8f.as_pointer()), align=4)
         below = builder.fcmp_ordered("<", sums, splat(bound_v, v8f))
         return builder.zext(builder.bitcast(below, i8), i32)
+
+    return sig, codegen
+
+
+@intrinsic
+def prefetch_row(typingctx, table, i, j):
+    """Hint that ``table[i, j]`` (a row of a C-contiguous 3-D array) will be read soon: LLVM's
+    ``prefetch`` (read, into every cache level), which changes no result and never faults."""
+    if not (isinstance(table, types.Array) and table.ndim == 3 and table.layout == "C"):
+        return None
+    if not all(isinstance(v, types.Integer) for v in (i, j)):
+        return None
+    sig = types.void(table, i, j)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], array,
+                                       index + [context.get_constant(types.intp, 0)])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+        # (address, 0 = read, 3 = keep in every cache level, 1 = data cache)
+        builder.call(prefetch, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
     return sig, codegen
