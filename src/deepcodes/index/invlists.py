@@ -20,6 +20,7 @@ from ..validation import (as_format_errors, check_codes, check_finite_float32, c
                           rng_from)
 from ..coders.base import fit_with_progress, is_fitted
 from .base import CodeIndex, PendingIds, find_sorted
+from .ivf_kernels import squared_distances_from_dots
 from ..knn.arrays import read_only
 
 log = logging.getLogger(__name__)
@@ -353,9 +354,9 @@ class ResidualIVF(CodeIndex):
         """Squared distances (nq, n_centroids) to the centroids (one GEMM), and the zero-padded
         queries (nq, d_pad) from which the kernels build their per-query tables."""
         C = self.centroids_
-        dqc = (np.einsum("qd,qd->q", Q, Q)[:, None] - 2 * (Q @ C.T)) + np.einsum("cd,cd->c", C, C)[None]
-        np.maximum(dqc, 0, out=dqc)
-        return np.ascontiguousarray(dqc, dtype=np.float32), np.ascontiguousarray(self._pad(Q), dtype=np.float32)
+        dqc = squared_distances_from_dots(np.ascontiguousarray(Q @ C.T, dtype=np.float32),
+                                          np.einsum("qd,qd->q", Q, Q), np.einsum("cd,cd->c", C, C))
+        return dqc, np.ascontiguousarray(self._pad(Q), dtype=np.float32)
 
     def _search(self, Q: np.ndarray, k: int, nprobe: int, batch_size: int, return_scanned: bool, **extra):
         """Batches of list-space queries through ``_scan``: ``(distances, ids[, scanned])``."""
