@@ -69,18 +69,19 @@ def test_gather_kernels_on_few_codes_and_given_groups(n):
             np.testing.assert_array_equal(d, rd)
 
 
-def test_prefetch_row_changes_nothing_and_takes_only_3d_tables():
+def test_prefetch_changes_nothing_and_takes_only_index_tuples_that_fit():
     import numba as nb
     from numba.core.errors import TypingError
 
-    from deepcodes.index.simd import prefetch_row
+    from deepcodes.index.simd import prefetch
 
     @nb.njit
     def prefetch_then_sum(table):
         total = np.uint64(0)
         for i in range(table.shape[0]):
             for j in range(table.shape[1]):
-                prefetch_row(table, i, j)
+                prefetch(table, (i, j))
+                prefetch(table, (i,))
                 total += table[i, j, 0]
         return total
 
@@ -90,8 +91,8 @@ def test_prefetch_row_changes_nothing_and_takes_only_3d_tables():
     assert np.array_equal(table, before)
 
     @nb.njit
-    def prefetch_2d(table):
-        prefetch_row(table, 0, 0)
+    def prefetch_three_indices(table):
+        prefetch(table, (0, 0, 0))
 
-    with pytest.raises(TypingError):
-        prefetch_2d(np.zeros((2, 3), dtype=np.uint64))
+    with pytest.raises(TypingError):  # more indices than the array has dimensions
+        prefetch_three_indices(np.zeros((2, 3), dtype=np.uint64))

@@ -12,7 +12,7 @@ import numpy as np
 from ..knn.arrays import read_only
 from ..knn.hamming import popcount64
 from ..knn.heap import heap_drain, heap_push, sift_down
-from .simd import prefetch_row
+from .simd import prefetch
 
 _ONE = np.uint64(1)
 _SIXTY_FOUR = np.uint64(64)
@@ -236,10 +236,10 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
                             mask = (((ripple ^ mask) >> np.uint64(2)) // low) | ripple
                             more = mask < limit
                     for t in range(min(PREFETCH_AHEAD, n_group)):
-                        prefetch_row(tables, j, starts[t])
+                        prefetch(tables, (j, starts[t]))
                     for t in range(n_group):
                         if t + PREFETCH_AHEAD < n_group:
-                            prefetch_row(tables, j, starts[t + PREFETCH_AHEAD])
+                            prefetch(tables, (j, starts[t + PREFETCH_AHEAD]))
                         lo = starts[t]
                         hi = stops[t]
                         buckets += 1

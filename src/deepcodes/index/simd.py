@@ -5,7 +5,7 @@ numba vectorizes plain loops, but it never emits a gather (a vector of loads fro
 addresses), which is what an ADC scan needs: eight codes' table entries for one sub-quantizer are
 eight scattered floats. :func:`gather_sums8` does that scan step with AVX2's ``vgatherdps``. Nor
 does it emit a software prefetch, which a scan hopping between short runs of a large table needs to
-overlap their cache misses: :func:`prefetch_row`.
+overlap their cache misses: :func:`prefetch`.
 """
 from __future__ import annotations
 
@@ -77,25 +77,29 @@ def gather_sums8(typingctx, tables, groups, group_at, n_sub, sub_stride, bias, b
 
 
 @intrinsic
-def prefetch_row(typingctx, table, i, j):
-    """Hint that ``table[i, j]`` (a row of a C-contiguous 3-D array) will be read soon: LLVM's
-    ``prefetch`` (read, into every cache level), which changes no result and never faults."""
-    if not (isinstance(table, types.Array) and table.ndim == 3 and table.layout == "C"):
+def prefetch(typingctx, array, index):
+    """Hint that the element of a C-contiguous ``array`` at ``index`` (a tuple of leading indices,
+    the rest taken as 0: a row) will be read soon: LLVM's ``prefetch`` (read, into every cache
+    level), which changes no result and never faults."""
+    if not (isinstance(array, types.Array) and array.layout == "C"):
         return None
-    if not all(isinstance(v, types.Integer) for v in (i, j)):
+    if not (isinstance(index, types.BaseTuple) and 0 < len(index) <= array.ndim
+            and all(isinstance(t, types.Integer) for t in index)):
         return None
-    sig = types.void(table, i, j)
+    sig = types.void(array, index)
 
     def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], array,
-                                       index + [context.get_constant(types.intp, 0)])
+        array_type, index_type = signature.args
+        data = context.make_array(array_type)(context, builder, args[0])
+        leading = cgutils.unpack_tuple(builder, args[1], len(index_type))
+        at = [context.cast(builder, v, t, types.intp) for v, t in zip(leading, index_type)]
+        at += [context.get_constant(types.intp, 0)] * (array_type.ndim - len(at))
+        ptr = cgutils.get_item_pointer(context, builder, array_type, data, at)
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        prefetch = cgutils.get_or_insert_function(
+        hint = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
         # (address, 0 = read, 3 = keep in every cache level, 1 = data cache)
-        builder.call(prefetch, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        builder.call(hint, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return sig, codegen

@@ -29,6 +29,7 @@ import numpy as np
 from ..knn.heap import heap_drain, heap_offer
 from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, lane_position, pack_codes
 from .ivf_kernels import query_segments, result_arrays, vlq_code_distance
+from .simd import prefetch
 
 _accumulate_one = block_accumulator(1)  # one query per pass: each query scans its own segments
 
@@ -57,10 +58,12 @@ def pack_lists(codes: np.ndarray, offsets: np.ndarray, g: np.ndarray, n_centroid
 
 
 @nb.njit(inline="always")
-def _centroid_table(PA, t, lut):
+def _centroid_table(PA, t, lut, entries):
     """The 8-bit table of T_A = PA - 2 t (M, 16) into ``lut`` (ceil(M / 2) * 64,) in the block
-    kernel's one-query layout ([pair][low, high][16 entries twice]); returns ``(sum_m min_j T_A,
-    1 / scale)``: T_A[m, j] ≈ min_j T_A[m] + lut entry / scale."""
+    kernel's one-query layout ([pair][low, high][16 entries twice]), through ``entries`` (M, 16)
+    float32 scratch; returns ``(sum_m min_j T_A, 1 / scale)``: T_A[m, j] ≈ min_j T_A[m] + lut
+    entry / scale, the entry round((T_A[m, j] - min_j T_A[m]) * scale) with scale = 255 / the
+    largest span."""
     M, K = PA.shape
     lows = np.empty(M, dtype=np.float32)
     span = np.float32(0.0)
@@ -70,8 +73,9 @@ def _centroid_table(PA, t, lut):
         hi = np.float32(-np.inf)
         for j in range(K):
             v = PA[m, j] - np.float32(2.0) * t[m, j]
-            lo = min(lo, v)
-            hi = max(hi, v)
+            entries[m, j] = v
+            lo = v if v < lo else lo
+            hi = v if v > hi else hi
         lows[m] = lo
         bias += lo
         span = max(span, hi - lo)
@@ -79,11 +83,28 @@ def _centroid_table(PA, t, lut):
     for m in range(M):
         at = (m // 2) * 64 + (m % 2) * 32
         for j in range(K):
-            v = np.floor((PA[m, j] - np.float32(2.0) * t[m, j] - lows[m]) * scale + np.float32(0.5))
-            b = np.uint8(min(max(v, 0.0), 255.0))
+            # >= 0.5, so truncation is the floor (no libm call), and only the top needs a clamp
+            r = np.int32((entries[m, j] - lows[m]) * scale + np.float32(0.5))
+            b = np.uint8(r if r < 255 else 255)
             lut[at + j] = b
             lut[at + 16 + j] = b
     return bias, (np.float32(1.0) / scale if scale > 0 else np.float32(0.0))
+
+
+@nb.njit(inline="always")
+def _list_of_row(offsets, seg_i, row):
+    """The list holding stored ``row``, one of the scanned lists ``seg_i`` (ascending list ids, so
+    their rows ascend too): a binary search over the query's few segments, where one over every
+    list's offsets missed the cache at each step."""
+    lo = 0
+    hi = seg_i.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if offsets[seg_i[mid]] <= row:
+            lo = mid
+        else:
+            hi = mid - 1
+    return seg_i[lo]
 
 
 @nb.njit(parallel=True, cache=True)
@@ -109,6 +130,7 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
         t, seg_i = query_segments(dq, Qp[q], codebooks_t, P.shape[2], nprobe, w, neighbors, edge_sq)
         n_seg = seg_i.shape[0]
         lut = np.zeros(n_pairs * 64, dtype=np.uint8)
+        entries = np.empty((M, P.shape[2]), dtype=np.float32)
         acc = np.empty(BLOCK, dtype=np.uint16)
         short_d = np.empty(kprime, dtype=np.float32)
         short_i = np.empty(kprime, dtype=np.int64)
@@ -128,7 +150,7 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
             e = lst - A * n_nb
             if A != current:
                 current = A
-                bias, inv_scale = _centroid_table(P[A], t, lut)
+                bias, inv_scale = _centroid_table(P[A], t, lut, entries)
                 g_unit = g_scale[A]
             b = dq[A]
             ab = dq[neighbors[A, e]] - b
@@ -156,9 +178,12 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
         heap_d = np.empty(k, dtype=np.float32)
         heap_i = np.empty(k, dtype=np.int64)
         n_found = 0
+        # the shortlist's rows are scattered over the codes: ask for all of them before reading any
+        for r in range(size):
+            prefetch(codes, (short_i[r],))
         for r in range(size):
             row = short_i[r]
-            lst = np.searchsorted(offsets, row, side="right") - 1
+            lst = _list_of_row(offsets, seg_i, row)
             A = lst // n_nb
             e = lst - A * n_nb
             d = vlq_code_distance(codes, row, P[A], t, lam_codebook, g, dq[A], dq[neighbors[A, e]] - dq[A],
