@@ -131,3 +131,19 @@ def test_shared_first_level(ivf, sift):
     np.testing.assert_array_equal(again.codebooks_, ivf.codebooks_)
     with pytest.raises(InputError, match="centroids has 31 rows, expected n_centroids=32"):
         IVFADCIndex(128, N_CENTROIDS).train(X, centroids=ivf.centroids_[:31])
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_centroid_distances_equal_the_numpy_expression_and_clip_at_zero(scale):
+    from deepcodes.index.ivf_kernels import squared_distances_from_dots
+
+    rng = np.random.default_rng(0)
+    Q = (rng.standard_normal((37, 24)) * scale).astype(np.float32)
+    C = (rng.standard_normal((50, 24)) * scale).astype(np.float32)
+    C[:5] = Q[:5]  # exact matches, whose float32 expansion can come out negative
+    q_norms, c_norms = np.einsum("qd,qd->q", Q, Q), np.einsum("cd,cd->c", C, C)
+    expected = np.maximum((q_norms[:, None] - 2 * (Q @ C.T)) + c_norms[None], 0)
+    got = squared_distances_from_dots(Q @ C.T, q_norms, c_norms)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert not np.signbit(got).any()  # clipped to +0, never -0

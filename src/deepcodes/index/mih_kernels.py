@@ -130,6 +130,43 @@ def _estimated_kth_distance(q, sample, n, W, k, n_bits):
     return max(0.0, mean + sd * zk, local)
 
 
+@nb.njit(inline="always")
+def _verify_run(q, tables, j, lo, hi, r, sub_word, sub_off, sub_width, W, k, heap_d, heap_i, size, x):
+    """Offer the codes of rows ``lo:hi`` of table ``j`` (a bucket at substring distance ``r``) to
+    the (distance, id) max-heap of at most ``k`` pairs holding ``size``; returns its new size. A
+    code is counted only at its first probe, the smallest (substring distance, table), which its
+    other substrings' distances tell; ``x`` (W,) is scratch for the code XOR the query."""
+    m = sub_word.shape[0]
+    for p in range(lo, hi):
+        acc = np.uint64(0)
+        for w in range(W):
+            x[w] = q[w] ^ tables[j, p, w]
+            acc += popcount64(x[w])
+        d = np.int64(acc)
+        if size == k and d > heap_d[0]:
+            continue
+        idx = np.int64(tables[j, p, W])
+        if size == k and d == heap_d[0] and idx > heap_i[0]:
+            continue
+        first = True
+        for jj in range(m):
+            if jj != j:
+                dj = np.int64(popcount64(_substring(x, sub_word[jj], sub_off[jj], sub_width[jj])))
+                if dj < r or (dj == r and jj < j):
+                    first = False
+                    break
+        if not first:
+            continue
+        if size < k:
+            heap_push(heap_d, heap_i, size, d, idx)
+            size += 1
+        else:
+            heap_d[0] = d
+            heap_i[0] = idx
+            sift_down(heap_d, heap_i, size)
+    return size
+
+
 @nb.njit(parallel=True, cache=True)
 def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, budget, w_shape):
     """Exact Hamming k-NN by multi-index hashing (Norouzi, Punjani & Fleet, 2012).
@@ -149,8 +186,8 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
     Cost control: ``budget`` is the number of codes the linear scan would read (their cost is
     ``SCAN_NS_PER_CODE`` plus ``SCAN_NS_PER_WORD`` per word). Before every probe the cost still
     needed is estimated: the probes up to the radius that certifies the k-th distance, which is at
-    least the radius certified so far plus one, at most the current k-th best, and estimated from the query's distance profile
-    in between (from the second round on: the exact-match round r = 0 is only weighed by itself);
+    least the radius certified so far plus one, at most the current k-th best, and estimated from
+    the query's distance profile in between (from the second round on: the exact-match round r = 0 is only weighed by itself);
     a probe costs its buckets (``BUCKET_NS`` each) and the codes a bucket holds on average
     (``VERIFY_NS`` each). A query whose spent plus still-needed cost passes the scan's is abandoned
     at once, most far ones after the m exact-match probes (its output rows are left unset,
@@ -240,37 +277,10 @@ def _mih_knn(queries, tables, offsets, sub_word, sub_off, sub_width, sample, k, 
                     for t in range(n_group):
                         if t + PREFETCH_AHEAD < n_group:
                             prefetch(tables, (j, starts[t + PREFETCH_AHEAD]))
-                        lo = starts[t]
-                        hi = stops[t]
                         buckets += 1
-                        verified += hi - lo
-                        for p in range(lo, hi):
-                            acc = np.uint64(0)
-                            for w in range(W):
-                                x[w] = q[w] ^ tables[j, p, w]
-                                acc += popcount64(x[w])
-                            d = np.int64(acc)
-                            if size == k and d > heap_d[0]:
-                                continue
-                            idx = np.int64(tables[j, p, W])
-                            if size == k and d == heap_d[0] and idx > heap_i[0]:
-                                continue
-                            first = True
-                            for jj in range(m):
-                                if jj != j:
-                                    dj = np.int64(popcount64(_substring(x, sub_word[jj], sub_off[jj], sub_width[jj])))
-                                    if dj < r or (dj == r and jj < j):
-                                        first = False
-                                        break
-                            if not first:
-                                continue
-                            if size < k:
-                                heap_push(heap_d, heap_i, size, d, idx)
-                                size += 1
-                            else:
-                                heap_d[0] = d
-                                heap_i[0] = idx
-                                sift_down(heap_d, heap_i, size)
+                        verified += stops[t] - starts[t]
+                        size = _verify_run(q, tables, j, starts[t], stops[t], r, sub_word, sub_off, sub_width,
+                                           W, k, heap_d, heap_i, size, x)
                 if size == k and heap_d[0] <= m * r + j:
                     done = True
                     break

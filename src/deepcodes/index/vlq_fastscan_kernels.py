@@ -28,7 +28,7 @@ import numpy as np
 
 from ..knn.heap import heap_drain, heap_offer
 from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, lane_position, pack_codes
-from .ivf_kernels import query_segments, result_arrays, vlq_code_distance
+from .ivf_kernels import centroid_table, query_segments, result_arrays, vlq_code_distance
 from .simd import prefetch
 
 _accumulate_one = block_accumulator(1)  # one query per pass: each query scans its own segments
@@ -60,11 +60,12 @@ def pack_lists(codes: np.ndarray, offsets: np.ndarray, g: np.ndarray, n_centroid
 @nb.njit(inline="always")
 def _centroid_table(PA, t, lut, entries):
     """The 8-bit table of T_A = PA - 2 t (M, 16) into ``lut`` (ceil(M / 2) * 64,) in the block
-    kernel's one-query layout ([pair][low, high][16 entries twice]), through ``entries`` (M, 16)
-    float32 scratch; returns ``(sum_m min_j T_A, 1 / scale)``: T_A[m, j] ≈ min_j T_A[m] + lut
-    entry / scale, the entry round((T_A[m, j] - min_j T_A[m]) * scale) with scale = 255 / the
-    largest span."""
+    kernel's one-query layout ([pair][low, high][16 entries twice]); ``entries`` (M, 16) float32
+    receives the exact T_A (:func:`~deepcodes.index.ivf_kernels.centroid_table`). Returns
+    ``(sum_m min_j T_A, 1 / scale)``: T_A[m, j] ≈ min_j T_A[m] + lut entry / scale, the entry
+    round((T_A[m, j] - min_j T_A[m]) * scale) with scale = 255 / the largest span."""
     M, K = PA.shape
+    centroid_table(PA, t, entries)
     lows = np.empty(M, dtype=np.float32)
     span = np.float32(0.0)
     bias = np.float32(0.0)
@@ -72,8 +73,7 @@ def _centroid_table(PA, t, lut, entries):
         lo = np.float32(np.inf)
         hi = np.float32(-np.inf)
         for j in range(K):
-            v = PA[m, j] - np.float32(2.0) * t[m, j]
-            entries[m, j] = v
+            v = entries[m, j]
             lo = v if v < lo else lo
             hi = v if v > hi else hi
         lows[m] = lo
