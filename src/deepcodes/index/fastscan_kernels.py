@@ -36,7 +36,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..knn.hamming import popcount64
-from ..knn.heap import heap_drain, heap_offer
+from ..knn.heap import heap_admits, heap_drain, heap_offer
 from ..knn.reservoir import POSITION_BITS, drain_sorted, keep_smallest, pack_key
 from .simd import HAVE_AVX2
 
@@ -279,7 +279,8 @@ def rerank(tables, packed, n_pairs, db_bias, q_bias, candidates, k):
             acc = db_bias[i] + q_bias[q]
             for m in range(M):
                 acc += t[m, _sub_code(packed, n_pairs, i, m)]
-            size = heap_offer(heap_d, heap_i, size, k, acc, i)
+            if heap_admits(heap_d, size, k, acc):
+                size = heap_offer(heap_d, heap_i, size, k, acc, i)
         heap_drain(heap_d, heap_i, size, out_d[q], out_i[q])
     return out_d, out_i
 

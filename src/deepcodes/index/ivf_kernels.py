@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ..knn.heap import heap_drain, heap_offer
+from ..knn.heap import heap_admits, heap_drain, heap_offer
 from ..knn.reservoir import float_key, float_key_value, key_position, keep_smallest
 
 
@@ -55,7 +55,8 @@ def _nearest_centroids(dq, nprobe, out_d, out_i):
     heap_i = np.empty(nprobe, dtype=np.int64)
     size = 0
     for c in range(dq.shape[0]):
-        size = heap_offer(heap_d, heap_i, size, nprobe, dq[c], c)
+        if heap_admits(heap_d, size, nprobe, dq[c]):
+            size = heap_offer(heap_d, heap_i, size, nprobe, dq[c], c)
     heap_drain(heap_d, heap_i, size, out_d, out_i)
 
 
@@ -334,7 +335,8 @@ def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_co
                 for m in range(M):
                     sm += table[m, codes[p, m]]
                 d = vlq_distance(sm, lam_codebook[codes[p, M]], g[p], b, ab, c)
-                size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
+                if heap_admits(heap_d, size, k, d):
+                    size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
             count += stop - start
         scanned[q] = count
         heap_drain(heap_d, heap_i, size, out_d[q], out_i[q])
@@ -380,7 +382,8 @@ def ivfadc_search(dqc, Qp, codebooks_t, nprobe, k, P, offsets, codes, ids):
                 d = base
                 for m in range(M):
                     d += table[m, code[m]]
-                size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
+                if heap_admits(heap_d, size, k, d):
+                    size = heap_offer(heap_d, heap_i, size, k, d, ids[p])
             count += stop - start
         scanned[q] = count
         heap_drain(heap_d, heap_i, size, out_d[q], out_i[q])
