@@ -47,6 +47,20 @@ def test_full_shortlist_equals_exact_vlq(filled):
     assert (i2 == i0).all(axis=1).mean() >= 0.8
 
 
+def test_short_shortlist_returns_exact_distances_of_its_codes(filled):
+    # k' = k = 10 of 100-900 scanned: the shortlist misses some of the exact top 10, but every returned
+    # distance is the exact kernel's distance of that id, and the results come in (distance, id) order
+    index, Q = filled
+    d_all, i_all, scanned = exact_twin(index).search(Q, 4000, **SEARCH, return_scanned=True)  # every code scanned
+    assert (scanned > 12).all()
+    d, i = index.search(Q, 10, **SEARCH, kprime=10)
+    for q in range(Q.shape[0]):
+        exact = dict(zip(i_all[q].tolist(), d_all[q].tolist()))
+        assert [exact[x] for x in i[q]] == d[q].tolist()
+        assert sorted(zip(d[q].tolist(), i[q].tolist())) == list(zip(d[q].tolist(), i[q].tolist()))
+    assert not np.array_equal(i, i_all[:, :10])  # the case is not the full shortlist's
+
+
 def test_scalar_kernel_and_batches_agree(filled, monkeypatch):
     index, Q = filled
     d0, i0 = index.search(Q, 5, **SEARCH, kprime=20)

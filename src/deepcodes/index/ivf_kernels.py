@@ -276,17 +276,6 @@ def vlq_distance(s, lm, g, b, ab, c):
     return b + lm * ab + (lm * lm - lm) * c + s + lm * g
 
 
-@nb.njit(inline="always")
-def vlq_code_distance(codes, p, PA, t, lam_codebook, g, b, ab, c):
-    """:func:`vlq_distance` of stored code ``codes[p]`` (M sub-codes, then the lambda byte), its
-    sum of T_A computed entry by entry (for re-ranking, where no table was built)."""
-    M = PA.shape[0]
-    s = np.float32(0.0)
-    for m in range(M):
-        s += adc_entry(PA, t, m, codes[p, m])
-    return vlq_distance(s, lam_codebook[codes[p, M]], g[p], b, ab, c)
-
-
 @nb.njit(parallel=True, cache=True)
 def vlq_search(dqc, Qp, codebooks_t, nprobe, w, k, neighbors, edge_sq, P, lam_codebook, offsets, codes, ids, g):
     """VLQ-ADC search (ALGORITHMS.md section 6, search steps 1-3) for a batch of queries.

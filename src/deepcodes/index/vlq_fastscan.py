@@ -22,16 +22,18 @@ class VLQFastScanIndex(VLQIndex):
     what ``get_codes`` returns and the file holds) and the segments scanned are :class:`VLQIndex`'s.
     The search estimates every scanned code's distance from 8-bit tables (one per probed centroid)
     summed 32 codes at a time in SIMD registers, plus the closed-form segment term and a per-code
-    byte for the query-independent line term; the ``kprime`` smallest estimates are re-ranked with
-    :class:`VLQIndex`'s exact distance. Results are in (distance, id) order and equal
+    byte for the query-independent line term; each code the shortlist admits gets
+    :class:`VLQIndex`'s exact distance at once, from its block, and the ``kprime`` smallest
+    estimates are re-ranked by it. Results are in (distance, id) order and equal
     :class:`VLQIndex`'s on the same codes wherever the shortlist holds its top k (always when
-    ``kprime`` is at least the number of codes scanned).
+    ``kprime`` is at least the number of codes scanned); every returned distance is the exact one.
 
     Memory beyond :class:`VLQIndex`'s (rebuilt after every change, not saved): the codes packed
-    two sub-codes a byte, each segment list padded to whole blocks of 32 codes, and one signed byte
-    per code for the line term. The scan reads M / 2 + 2 bytes per code (packed sub-codes, lambda
-    byte, line-term byte): ``PQ28x4`` is 16 bytes a code; the re-ranking of the shortlist reads
-    :class:`VLQIndex`'s codes and float32 line terms.
+    two sub-codes a byte, each segment list padded to whole blocks of 32 codes, and per slot the
+    lambda byte, a signed byte and a float32 for the line term (M / 2 + 6 bytes a slot). The scan
+    reads M / 2 + 2 bytes per code (packed sub-codes, lambda byte, line-term byte; ``PQ28x4`` is 16
+    bytes a code), plus the float line terms of the blocks where the shortlist admits a code, and
+    the ids of the final top k only.
 
     Search parameters: :class:`VLQIndex`'s (``nprobe``, ``w``, ``batch_size``, ``return_scanned``)
     and ``kprime`` (shortlist length, default ``max(4 k, 40)``, at least k).
@@ -76,7 +78,6 @@ class VLQFastScanIndex(VLQIndex):
         kprime = max(4 * k, 40) if kprime is None else kprime
         if kprime < k:
             raise InputError(f"kprime={kprime} is smaller than k={k}: the shortlist must hold the k results")
-        block_offsets, packed, g8, g_scale = self._search_layout(offsets, codes)
         return vlq_fastscan_search(dqc, Qp, self._codebooks_t, nprobe, w, k, kprime, self.neighbors_, self._edge_sq,
-                                   self._P, self.lambda_codebook_, offsets, codes, ids, self.line_terms(),
-                                   block_offsets, packed, g8, g_scale, HAVE_AVX2)
+                                   self._P, self.lambda_codebook_, offsets, ids, *self._search_layout(offsets, codes),
+                                   HAVE_AVX2)

@@ -13,13 +13,23 @@ table per sub-quantizer and probed centroid, which fast scan sums 32 codes at a 
 depend on the query, so it is computed once per code when the codes are packed and kept as one
 signed byte (scaled per centroid). The estimate replaces T_A by its 8-bit quantization
 ``round((T_A - min_j T_A[m]) * s_A)`` (one scale s_A per probed centroid) and g by its byte; the
-``kprime`` smallest estimates (ties by row) are re-ranked with
-:func:`deepcodes.index.ivf_kernels.vlq_code_distance`, the exact kernel's own arithmetic.
+``kprime`` smallest estimates (ties by row) are re-ranked by the exact distance.
+
+Re-ranking where the codes are. A code admitted to the shortlist gets its exact distance at once,
+from its block (in cache: it was just summed), the exact float T_A (built with the 8-bit table) and
+its float g, kept beside the block: the exact kernel's arithmetic
+(:func:`deepcodes.index.ivf_kernels.vlq_distance`, T_A summed in sub-quantizer order), so the
+distances are the exact kernel's to the bit. Re-ranking the final shortlist by reading each row's
+stored code, line term and id afterwards cost 300-470 ns a candidate on the AMD host (scattered
+rows: one cache and TLB miss each; 12-17 µs of a 50 µs query at k' = 40), where computing the
+exact distance of the ~4 k' codes admitted during the scan costs a few µs; only the final top k's
+ids are read from the scattered rows.
 
 Layout. Each inverted list (one segment) is padded to whole blocks of 32 codes: list l's codes
 occupy blocks ``block_offsets[l]:block_offsets[l + 1]``, row ``offsets[l] + i`` in slot
 ``32 * block_offsets[l] + i``, packed as :func:`deepcodes.index.fastscan_kernels.pack_codes` packs
-them (the slots past a list's end are zero codes, never ranked).
+them (the slots past a list's end are zero codes, never ranked); each code's lambda byte, line-term
+byte and float line term sit in per-slot arrays in the block kernel's lane order.
 """
 from __future__ import annotations
 
@@ -28,7 +38,7 @@ import numpy as np
 
 from ..knn.heap import heap_drain, heap_offer
 from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, lane_position, pack_codes
-from .ivf_kernels import centroid_table, query_segments, result_arrays, vlq_code_distance
+from .ivf_kernels import centroid_table, query_segments, result_arrays, vlq_distance
 from .simd import prefetch
 
 _accumulate_one = block_accumulator(1)  # one query per pass: each query scans its own segments
@@ -38,23 +48,36 @@ def pack_lists(codes: np.ndarray, offsets: np.ndarray, g: np.ndarray, n_centroid
     """The search layout of VLQ codes (n, M + 1) in CSR lists ``offsets`` (nlist + 1,) with line
     terms ``g`` (n,) float32 (:func:`deepcodes.index.ivf_kernels.line_terms`):
     ``(block_offsets (nlist + 1,) int64, packed (n_blocks * ceil(M / 2) * 32,) uint8,
-    g (n,) int8, g_scale (n_centroids,) float32)``, g ≈ g_scale[A] * line term (see the module
-    docstring), the scale per centroid A the largest |line term| of its codes over 127."""
+    lam (n_blocks * 32,) uint8, g8 (n_blocks * 32,) int8, g_scale (n_centroids,) float32,
+    g_lanes (n_blocks * 32,) float32)``: the lambda bytes, g8 ≈ line term / g_scale[A] (see the
+    module docstring; the scale per centroid A the largest |line term| of its codes over 127) and
+    the line terms themselves, block by block in the block kernel's lane order, zero in the padding
+    slots."""
     M = codes.shape[1] - 1
     sizes = np.diff(offsets)
     block_offsets = np.zeros(offsets.shape[0], dtype=np.int64)
     np.cumsum(-(-sizes // BLOCK), out=block_offsets[1:])
     lists = np.repeat(np.arange(sizes.shape[0], dtype=np.int64), sizes)
     slots = BLOCK * block_offsets[lists] + (np.arange(codes.shape[0]) - offsets[lists])
-    padded = np.zeros((BLOCK * int(block_offsets[-1]), M), dtype=np.uint8)
+    n_slots = BLOCK * int(block_offsets[-1])
+    padded = np.zeros((n_slots, M), dtype=np.uint8)
     padded[slots] = codes[:, :M]
     A = lists // n_neighbors
     g_max = np.zeros(n_centroids, dtype=np.float32)
     np.maximum.at(g_max, A, np.abs(g))
     g_scale = (g_max / 127).astype(np.float32)
     denom = np.where(g_scale[A] > 0, g_scale[A], 1)
-    g8 = np.clip(np.rint(g / denom), -127, 127).astype(np.int8)
-    return block_offsets, pack_codes(padded), g8, g_scale
+    # lane l of a block holds its code 2 l (l < 16) or 2 (l - 16) + 1: the lanes' bytes in that order
+    # let the estimate of a block's 32 codes run as one loop over arrays beside the sums
+    in_block = slots % BLOCK
+    lanes = slots - in_block + in_block // 2 + (BLOCK // 2) * (in_block % 2)
+    lam = np.zeros(n_slots, dtype=np.uint8)
+    lam[lanes] = codes[:, M]
+    g8 = np.zeros(n_slots, dtype=np.int8)
+    g8[lanes] = np.clip(np.rint(g / denom), -127, 127).astype(np.int8)
+    g_lanes = np.zeros(n_slots, dtype=np.float32)
+    g_lanes[lanes] = g
+    return block_offsets, pack_codes(padded), lam, g8, g_scale, g_lanes
 
 
 @nb.njit(inline="always")
@@ -91,33 +114,47 @@ def _centroid_table(PA, t, lut, entries):
     return bias, (np.float32(1.0) / scale if scale > 0 else np.float32(0.0))
 
 
+# Segments ahead whose first block is prefetched: a query's segments lie scattered over the blocks
+# and most fill one block, so without it every block's first read waits on memory.
+AHEAD = 2
+
+
 @nb.njit(inline="always")
-def _list_of_row(offsets, seg_i, row):
-    """The list holding stored ``row``, one of the scanned lists ``seg_i`` (ascending list ids, so
-    their rows ascend too): a binary search over the query's few segments, where one over every
-    list's offsets missed the cache at each step."""
-    lo = 0
-    hi = seg_i.shape[0] - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if offsets[seg_i[mid]] <= row:
-            lo = mid
-        else:
-            hi = mid - 1
-    return seg_i[lo]
+def _prefetch_block(packed, lam8, g8, g_lanes, blk, n_pairs):
+    """Ask for block ``blk``'s packed codes (one prefetch per 64-byte line), lane bytes and line
+    terms."""
+    block_at = blk * n_pairs * BLOCK
+    for at in range(block_at, block_at + n_pairs * BLOCK, 64):
+        prefetch(packed, (at,))
+    prefetch(lam8, (blk * BLOCK,))
+    prefetch(g8, (blk * BLOCK,))
+    prefetch(g_lanes, (blk * BLOCK,))
+    prefetch(g_lanes, (blk * BLOCK + BLOCK // 2,))
+
+
+@nb.njit(inline="always")
+def _exact_sum(packed, block_at, position, n_pairs, entries):
+    """sum_m T_A[m, j_m] of the code at ``position`` of the block at byte ``block_at`` of ``packed``,
+    from the exact table ``entries`` (M, 16), in sub-quantizer order (the exact kernel's)."""
+    M = entries.shape[0]
+    s = np.float32(0.0)
+    for m in range(M):
+        byte = np.int64(packed[block_at + (m >> 1) * BLOCK + position])
+        s += entries[m, (byte >> 4) if m & 1 else (byte & 15)]
+    return s
 
 
 @nb.njit(parallel=True, cache=True)
 def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, edge_sq, P, lam_codebook,
-                        offsets, codes, ids, g, block_offsets, packed, g8, g_scale, simd):
+                        offsets, ids, block_offsets, packed, lam8, g8, g_scale, g_lanes, simd):
     """VLQ-ADC search by fast scan, then exact re-ranking of each query's ``kprime`` best estimates.
 
-    Arguments as :func:`deepcodes.index.ivf_kernels.vlq_search`'s (the same segments are scanned),
-    plus the layout of :func:`pack_lists` and ``simd`` (use the AVX2 block kernel). Returns
-    ``(dist (nq, k) float32, ids (nq, k) int64, scanned (nq,) int64)``: the exact VLQ distances of
-    the re-ranked shortlist in (distance, id) order, padded with (inf, -1); equal to
-    :func:`vlq_search`'s whenever the shortlist holds its top k (always when ``kprime`` >= the codes
-    scanned).
+    Arguments as :func:`deepcodes.index.ivf_kernels.vlq_search`'s (the same segments are scanned;
+    the codes and line terms are read from the layout of :func:`pack_lists`), and ``simd`` (use
+    the AVX2 block kernel). Returns ``(dist (nq, k) float32, ids (nq, k) int64, scanned (nq,)
+    int64)``: the exact VLQ distances of the re-ranked shortlist in (distance, id) order, padded
+    with (inf, -1); equal to :func:`vlq_search`'s whenever the shortlist holds its top k (always
+    when ``kprime`` >= the codes scanned).
     """
     nq = dqc.shape[0]
     M = P.shape[1]
@@ -129,19 +166,29 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
         # one 8-bit table per centroid: its segments come together in the list-id order
         t, seg_i = query_segments(dq, Qp[q], codebooks_t, P.shape[2], nprobe, w, neighbors, edge_sq)
         n_seg = seg_i.shape[0]
+        capacity = 0
+        for s in range(n_seg):
+            capacity += offsets[seg_i[s] + 1] - offsets[seg_i[s]]
+        # every admitted code's exact distance and row, by order of admission: the codes are
+        # admitted in row order, so the shortlist's heap on (estimate, admission) breaks ties by row
+        admitted_d = np.empty(capacity, dtype=np.float32)
+        admitted_row = np.empty(capacity, dtype=np.int64)
         lut = np.zeros(n_pairs * 64, dtype=np.uint8)
         entries = np.empty((M, P.shape[2]), dtype=np.float32)
         acc = np.empty(BLOCK, dtype=np.uint16)
+        est = np.empty(BLOCK, dtype=np.float32)
         short_d = np.empty(kprime, dtype=np.float32)
         short_i = np.empty(kprime, dtype=np.int64)
         size = 0
+        n_admitted = 0
         worst = np.float32(np.inf)
         current = -1
         bias = np.float32(0.0)
         inv_scale = np.float32(0.0)
         g_unit = np.float32(0.0)
-        count = 0
         for s in range(n_seg):
+            if s + AHEAD < n_seg:
+                _prefetch_block(packed, lam8, g8, g_lanes, block_offsets[seg_i[s + AHEAD]], n_pairs)
             lst = seg_i[s]
             start, stop = offsets[lst], offsets[lst + 1]
             if start == stop:
@@ -158,36 +205,53 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
             base = b + bias
             first = block_offsets[lst]
             for blk in range(first, block_offsets[lst + 1]):
+                block_at = blk * n_pairs * BLOCK
                 if simd:
-                    _accumulate_one(packed, blk * n_pairs * BLOCK, lut, n_pairs, acc)
+                    _accumulate_one(packed, block_at, lut, n_pairs, acc)
                 else:
-                    accumulate_block_scalar(packed, blk * n_pairs * BLOCK, lut, n_pairs, acc)
+                    accumulate_block_scalar(packed, block_at, lut, n_pairs, acc)
+                # the 32 estimates in one branch-free pass (the lanes' bytes sit beside the sums)
+                at = blk * BLOCK
                 for lane in range(BLOCK):
-                    row = start + (blk - first) * BLOCK + lane_position(lane)
-                    if row >= stop:
-                        continue
-                    lm = lam_codebook[codes[row, M]]
-                    est = (base + lm * ab + (lm * lm - lm) * c + np.float32(acc[lane]) * inv_scale
-                           + lm * g_unit * np.float32(g8[row]))
-                    if size < kprime or est <= worst:
-                        size = heap_offer(short_d, short_i, size, kprime, est, row)
+                    lm = lam_codebook[lam8[at + lane]]
+                    est[lane] = (base + lm * ab + (lm * lm - lm) * c + np.float32(acc[lane]) * inv_scale
+                                 + lm * g_unit * np.float32(g8[at + lane]))
+                row0 = start + (blk - first) * BLOCK
+                for position in range(min(BLOCK, stop - row0)):
+                    lane = (position >> 1) + (BLOCK // 2) * (position & 1)
+                    if size < kprime or est[lane] <= worst:
+                        d = vlq_distance(_exact_sum(packed, block_at, position, n_pairs, entries),
+                                         lam_codebook[lam8[at + lane]], g_lanes[at + lane], b, ab, c)
+                        admitted_d[n_admitted] = d
+                        admitted_row[n_admitted] = row0 + position
+                        size = heap_offer(short_d, short_i, size, kprime, est[lane], n_admitted)
+                        n_admitted += 1
                         if size == kprime:
                             worst = short_d[0]
-            count += stop - start
-        scanned[q] = count
-        heap_d = np.empty(k, dtype=np.float32)
-        heap_i = np.empty(k, dtype=np.int64)
-        n_found = 0
-        # the shortlist's rows are scattered over the codes: ask for all of them before reading any
-        for r in range(size):
-            prefetch(codes, (short_i[r],))
-        for r in range(size):
-            row = short_i[r]
-            lst = _list_of_row(offsets, seg_i, row)
-            A = lst // n_nb
-            e = lst - A * n_nb
-            d = vlq_code_distance(codes, row, P[A], t, lam_codebook, g, dq[A], dq[neighbors[A, e]] - dq[A],
-                                  edge_sq[A, e])
-            n_found = heap_offer(heap_d, heap_i, n_found, k, d, ids[row])
-        heap_drain(heap_d, heap_i, n_found, out_d[q], out_i[q])
+        scanned[q] = capacity
+        _top_k_by_id(admitted_d, admitted_row, short_i[:size], ids, k, out_d[q], out_i[q])
     return out_d, out_i, scanned
+
+
+@nb.njit(inline="always")
+def _top_k_by_id(admitted_d, admitted_row, shortlist, ids, k, out_d, out_i):
+    """The k smallest (exact distance, id) of the ``shortlist``'s admitted codes into out_d/out_i
+    (sorted). Only the codes at or under the k-th smallest distance can be among them, so only
+    their ids are read (scattered rows: one cache miss each)."""
+    n = shortlist.shape[0]
+    if n == 0:
+        return
+    dist = np.empty(n, dtype=np.float32)
+    for r in range(n):
+        dist[r] = admitted_d[shortlist[r]]
+    bound = np.sort(dist)[min(k, n) - 1]
+    for r in range(n):
+        if dist[r] <= bound:
+            prefetch(ids, (admitted_row[shortlist[r]],))
+    heap_d = np.empty(k, dtype=np.float32)
+    heap_i = np.empty(k, dtype=np.int64)
+    n_found = 0
+    for r in range(n):
+        if dist[r] <= bound:
+            n_found = heap_offer(heap_d, heap_i, n_found, k, dist[r], ids[admitted_row[shortlist[r]]])
+    heap_drain(heap_d, heap_i, n_found, out_d, out_i)
