@@ -21,7 +21,7 @@ its float g, kept beside the block: the exact kernel's arithmetic
 (:func:`deepcodes.index.ivf_kernels.vlq_distance`, T_A summed in sub-quantizer order), so the
 distances are the exact kernel's to the bit. Re-ranking the final shortlist by reading each row's
 stored code, line term and id afterwards cost 300-470 ns a candidate on the AMD host (scattered
-rows: one cache and TLB miss each; 12-17 µs of a 50 µs query at k' = 40), where computing the
+rows: cache misses each; 12-17 µs of a 50 µs query at k' = 40), where computing the
 exact distance of the ~4 k' codes admitted during the scan costs a few µs; only the final top k's
 ids are read from the scattered rows.
 
@@ -37,7 +37,7 @@ import numba as nb
 import numpy as np
 
 from ..knn.heap import heap_drain, heap_offer
-from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, lane_position, pack_codes
+from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, pack_codes
 from .ivf_kernels import centroid_table, query_segments, result_arrays, vlq_distance
 from .simd import prefetch
 
