@@ -177,10 +177,16 @@ def accumulate_block_scalar(packed, offset, luts, n_pairs, out):
     for p in range(n_pairs):
         for r in range(BLOCK):
             c = packed[offset + p * BLOCK + r]
-            lane = r // 2 + 16 * (r % 2)
+            lane = position_lane(r)
             for q in range(n_queries):
                 at = (p * n_queries + q) * 64
                 out[q * BLOCK + lane] += np.uint16(luts[at + (c & 15)]) + np.uint16(luts[at + 32 + (c >> 4)])
+
+
+@nb.njit(inline="always")
+def position_lane(position):
+    """The lane that holds the block's code at ``position`` (the inverse of :func:`lane_position`)."""
+    return (position >> 1) + (BLOCK // 2) * (position & 1)
 
 
 @nb.njit(inline="always")

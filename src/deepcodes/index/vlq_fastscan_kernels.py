@@ -37,7 +37,7 @@ import numba as nb
 import numpy as np
 
 from ..knn.heap import heap_drain, heap_offer
-from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, pack_codes
+from .fastscan_kernels import BLOCK, accumulate_block_scalar, block_accumulator, pack_codes, position_lane
 from .ivf_kernels import centroid_table, query_segments, result_arrays, vlq_distance
 from .simd import prefetch
 
@@ -67,7 +67,7 @@ def pack_lists(codes: np.ndarray, offsets: np.ndarray, g: np.ndarray, n_centroid
     np.maximum.at(g_max, A, np.abs(g))
     g_scale = (g_max / 127).astype(np.float32)
     denom = np.where(g_scale[A] > 0, g_scale[A], 1)
-    # lane l of a block holds its code 2 l (l < 16) or 2 (l - 16) + 1: the lanes' bytes in that order
+    # position_lane for every slot at once: the lanes' bytes in that order
     # let the estimate of a block's 32 codes run as one loop over arrays beside the sums
     in_block = slots % BLOCK
     lanes = slots - in_block + in_block // 2 + (BLOCK // 2) * (in_block % 2)
@@ -218,7 +218,7 @@ def vlq_fastscan_search(dqc, Qp, codebooks_t, nprobe, w, k, kprime, neighbors, e
                                  + lm * g_unit * np.float32(g8[at + lane]))
                 row0 = start + (blk - first) * BLOCK
                 for position in range(min(BLOCK, stop - row0)):
-                    lane = (position >> 1) + (BLOCK // 2) * (position & 1)
+                    lane = position_lane(position)
                     if size < kprime or est[lane] <= worst:
                         d = vlq_distance(_exact_sum(packed, block_at, position, n_pairs, entries),
                                          lam_codebook[lam8[at + lane]], g_lanes[at + lane], b, ab, c)
