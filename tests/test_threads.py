@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import deepcodes
 from deepcodes.errors import InputError
-from deepcodes.threads import get_num_threads, set_num_threads, single_blas
+from deepcodes.threads import get_num_threads, matmul_rows, set_num_threads, single_blas
 
 
 def test_set_num_threads_caps_every_pool():
@@ -82,3 +82,35 @@ def test_environment_setting_is_applied_and_checked():
     env["DEEPCODES_NUM_THREADS"] = "lots"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "DEEPCODES_NUM_THREADS must be a positive integer" in out.stderr
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5), (127, 16, 7), (128, 8, 9), (300, 24, 1024), (513, 5, 3)])
+def test_matmul_rows_is_the_product_and_the_same_on_any_thread_count(shape):
+    n, k, m = shape
+    rng = np.random.default_rng(n)
+    A = rng.standard_normal((n, k)).astype(np.float32)
+    B = rng.standard_normal((k, m)).astype(np.float32)
+    before = get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            set_num_threads(threads)
+            with single_blas():
+                results.append(matmul_rows(A, B))
+    finally:
+        set_num_threads(before)
+    for r in results:
+        assert r.shape == (n, m) and r.dtype == np.float32
+        np.testing.assert_array_equal(r, results[0])
+    np.testing.assert_allclose(results[0], A.astype(np.float64) @ B, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_rows_off_the_main_thread_runs_its_parts_in_turn():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((400, 12)).astype(np.float32)
+    B = rng.standard_normal((12, 50)).astype(np.float32)
+    with ThreadPoolExecutor(1) as pool:
+        off_main = pool.submit(matmul_rows, A, B).result()
+    np.testing.assert_array_equal(off_main, matmul_rows(A, B))

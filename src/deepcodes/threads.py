@@ -22,6 +22,9 @@ import contextlib
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 from .errors import InputError
 from .validation import check_int
@@ -134,3 +137,48 @@ def single_blas():
             if _single_users == 0:
                 _single_limit.restore_original_limits()
                 _single_limit = None
+
+
+# Rows of each part of a split product: fixed, so that the product's rounding (which depends on
+# how many rows BLAS is given at once) does not change with the number of threads; large enough
+# that a part (about 0.6 ms at 128 x 1024) pays for its hand-over to a thread (20-50 us).
+ROWS_PER_PART = 128
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _row_pool(n: int):
+    """A thread pool of at least ``n`` workers, kept for the next product."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] < n:
+            _pool = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="deepcodes-matmul"))
+        return _pool[1]
+
+
+def matmul_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A @ B`` for 2-d float32 ``A`` (n, k) and ``B`` (k, m): (n, m) float32, computed in parts of
+    :data:`ROWS_PER_PART` rows of A, the parts spread over up to :func:`get_num_threads` Python
+    threads that each run one-thread BLAS. The result is the same whatever the number of threads
+    (within float32 rounding of the one-call product, as with any other split into batches).
+
+    For the searches (which run under :func:`single_blas`): a query batch's product with the
+    centroids is the one part of an IVF or VLQ search outside the parallel numba kernel, about a
+    sixth of a fast-scan VLQ search's time on one thread, and BLAS's own threads cannot take it
+    (they spin after it and slow the kernel that follows). The parts go to other threads only from
+    the main thread, the only one whose BLAS limit numpy's OpenBLAS applies to the others'
+    products; elsewhere they run one after the other."""
+    out = np.empty((A.shape[0], B.shape[1]), dtype=np.float32)
+    starts = range(0, A.shape[0], ROWS_PER_PART)
+
+    def part(start):
+        np.matmul(A[start:start + ROWS_PER_PART], B, out=out[start:start + ROWS_PER_PART])
+
+    n = min(get_num_threads(), len(starts))
+    if n <= 1 or threading.current_thread() is not threading.main_thread():
+        for start in starts:
+            part(start)
+    else:
+        for f in [_row_pool(n).submit(part, start) for start in starts]:
+            f.result()
+    return out

@@ -22,6 +22,7 @@ from ..coders.base import fit_with_progress, is_fitted
 from .base import CodeIndex, PendingIds, find_sorted
 from .ivf_kernels import squared_distances_from_dots
 from ..knn.arrays import read_only
+from ..threads import matmul_rows
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ class ResidualIVF(CodeIndex):
         """Squared distances (nq, n_centroids) to the centroids (one GEMM), and the zero-padded
         queries (nq, d_pad) from which the kernels build their per-query tables."""
         C = self.centroids_
-        dqc = squared_distances_from_dots(np.ascontiguousarray(Q @ C.T, dtype=np.float32),
+        dqc = squared_distances_from_dots(matmul_rows(Q, C.T),
                                           np.einsum("qd,qd->q", Q, Q), np.einsum("cd,cd->c", C, C))
         return dqc, np.ascontiguousarray(self._pad(Q), dtype=np.float32)
 
